@@ -1,0 +1,107 @@
+"""Generation: text with the KV cache, and media whenever the model opens a media span.
+
+When the model emits ``<image>`` (or ``<audio>``, ``<video>``), the loop feeds that modality's
+learned slots, projects their last hidden states into the decoder's conditioning, renders the
+item, feeds the closing marker and goes on with text. One answer may hold several media.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from codi2.core.config import GenerationConfig, format_validation_error
+from codi2.core.messages import Message
+from codi2.errors import ConfigError
+
+if TYPE_CHECKING:
+    from codi2.core.model import Answer, CoDi2Model
+
+
+def _options(model: CoDi2Model, options: dict[str, Any]) -> GenerationConfig:
+    from pydantic import ValidationError
+
+    base = model.config.generation.model_dump()
+    base.update({k: v for k, v in options.items() if v is not None})
+    try:
+        return GenerationConfig.model_validate(base)
+    except ValidationError as exc:
+        raise ConfigError(f"generate(): {format_validation_error(exc)}") from None
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, -1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(model: CoDi2Model, messages: Sequence[Message], *, seed: int | None = None, **options: Any) -> Answer:
+    from codi2.core.model import Answer
+
+    cfg = _options(model, options)
+    seq = model.sequence(messages, training=False, add_generation_prompt=True)
+    batch = model.batch([seq]).to(model.device)
+    references = {m: entries[-1][2] for m, entries in batch.inputs.items()}
+    markers, llm = model.markers, model.llm
+
+    sampler = torch.Generator().manual_seed(seed) if seed is not None else None
+    blocked = torch.zeros(markers.vocab_size + len(markers), dtype=torch.bool)
+    for modality in markers.modalities:
+        blocked[markers.close(modality)] = True
+        blocked[markers.open(modality)] = modality not in model.decoders
+
+    def step(ids: list[int], extra: torch.Tensor | None = None, past: Any = None):
+        embeds = model.embed_ids(torch.tensor([ids], device=model.device))
+        if extra is not None:
+            embeds = torch.cat([embeds, extra[None].to(embeds.dtype)], 1)
+        return llm.forward(embeds, past=past)
+
+    out = llm.forward(model.inputs_embeds(batch))
+    answer = Answer()
+    pending: list[int] = []
+
+    def flush() -> None:
+        if pending:
+            answer.parts.append(model.llm.detokenize(pending))
+            pending.clear()
+
+    finish = "length"
+    for _ in range(cfg.max_new_tokens):
+        logits = model.logits(out.logits[0, -1], out.hidden[0, -1])
+        if len(answer.media) >= cfg.max_media:
+            blocked[[markers.open(m) for m in model.decoders]] = True
+        token = _sample(logits.masked_fill(blocked.to(logits.device), float("-inf")), cfg.temperature, cfg.top_p, sampler)
+        answer.tokens += 1
+        if token in llm.eos_token_ids:
+            finish = "stop"
+            break
+        marker = markers.modality_of(token)
+        if marker is None:
+            pending.append(token)
+            out = step([token], past=out.past)
+            continue
+        flush()
+        modality = marker[0]
+        decoder = model.decoders[modality]
+        out = step([token], model.slots[modality], past=out.past)
+        cond = model.output_conditions(out.hidden, modality, [(0, 1)])
+        reference = [references.get(modality)] if model.config.fidelity and decoder.supports_reference else None
+        render_gen = torch.Generator().manual_seed(seed + 1 + len(answer.media)) if seed is not None else None
+        item = decoder.generate(cond, reference, steps=cfg.steps, guidance=cfg.guidance, generator=render_gen)[0]
+        item.name = item.name or f"output{len(answer.media)}"
+        answer.parts.append(item)
+        out = step([markers.close(modality)], past=out.past)
+    flush()
+    answer.finish_reason = finish
+    return answer
+
+
+__all__ = ["generate"]

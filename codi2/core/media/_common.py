@@ -1,0 +1,225 @@
+"""Shared pieces of media loading: limits, format sniffing, reading sources, labels."""
+
+from __future__ import annotations
+
+import base64
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codi2.core.types import Media
+from codi2.errors import MediaDecodeError, MediaLimitError, MediaNotFoundError
+
+#: fps given to videos that arrive as bare frames (zeroscope renders at 8 fps)
+DEFAULT_VIDEO_FPS = 8.0
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Bounds that loading enforces, so a bad or hostile input fails early and clearly.
+
+    ``max_bytes`` applies to encoded input (files, bytes, data URIs); arrays are bounded by
+    the pixel, duration and frame limits. ``max_video_frames`` bounds the frames returned
+    (after subsampling), which is what decoded memory scales with.
+    """
+
+    max_bytes: int = 50 * 2**20
+    max_image_pixels: int = 40_000_000
+    min_image_side: int = 1
+    min_audio_seconds: float = 0.05
+    max_audio_seconds: float = 600.0
+    max_video_frames: int = 1024
+    max_video_pixels: int = 1920 * 1088
+    max_video_seconds: float = 600.0
+
+
+_DEFAULT_LIMITS = MediaLimits()
+
+# --- sniffing -------------------------------------------------------------------------------
+
+_FORMAT_MODALITY = {
+    "png": "image", "jpeg": "image", "gif": "image", "bmp": "image", "webp": "image",
+    "tiff": "image", "wav": "audio", "flac": "audio", "ogg": "audio", "mp3": "audio",
+    "m4a": "audio", "mp4": "video", "mov": "video", "webm": "video", "avi": "video",
+    "txt": "text",
+}  # fmt: skip
+_SUFFIX_FORMAT = {
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".bmp": "bmp",
+    ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".wav": "wav", ".flac": "flac",
+    ".ogg": "ogg", ".oga": "ogg", ".mp3": "mp3", ".m4a": "m4a", ".mp4": "mp4", ".m4v": "mp4",
+    ".mov": "mov", ".webm": "webm", ".mkv": "webm", ".avi": "avi", ".txt": "txt",
+}  # fmt: skip
+MIME_TYPES = {
+    "png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp",
+    "bmp": "image/bmp", "tiff": "image/tiff", "wav": "audio/wav", "flac": "audio/flac",
+    "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4", "mp4": "video/mp4",
+    "mov": "video/quicktime", "webm": "video/webm", "avi": "video/x-msvideo", "txt": "text/plain",
+}  # fmt: skip
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The container format of a byte string from its first bytes ("png", "wav", "mp4", ...)."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head.startswith(b"BM") and head[6:10] == b"\0\0\0\0":  # reserved fields are zero
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:4] == b"RIFF":
+        return {b"WAVE": "wav", b"WEBP": "webp", b"AVI ": "avi"}.get(head[8:12])
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"ID3") or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "mp3"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "m4a" if brand in (b"M4A ", b"M4B ") else "mov" if brand == b"qt  " else "mp4"
+    if head.startswith(b"\x1aE\xdf\xa3"):
+        return "webm"
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a character cut in two at the end
+            return False
+    return bool(head) and all(b >= 32 or b in b"\t\r\n" for b in head)
+
+
+def sniff_modality(source: bytes | bytearray | str | Path) -> str | None:
+    """Guess "image", "audio", "video" or "text" for bytes or a path; ``None`` if unknown.
+
+    Magic bytes win over the suffix. An animated GIF counts as an image (pass the modality
+    explicitly to read it as a video).
+    """
+    if isinstance(source, (bytes, bytearray)):
+        fmt = sniff_format(bytes(source[:16]))
+        return _FORMAT_MODALITY.get(fmt or "") or (
+            "text" if _looks_like_text(source[:512]) else None
+        )
+    path = Path(source)
+    if path.is_file():
+        with path.open("rb") as fh:
+            fmt = sniff_format(fh.read(16))
+        if fmt:
+            return _FORMAT_MODALITY[fmt]
+    return _FORMAT_MODALITY.get(_SUFFIX_FORMAT.get(path.suffix.lower(), ""))
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+def _label(name: str | None, filename: str | None, modality: str) -> str:
+    if name and filename and name != filename:
+        return f"{name!r} ({filename})"
+    if name or filename:
+        return repr(name or filename)
+    return f"<{modality}>"
+
+
+def _is_tensor(obj: Any) -> bool:
+    # Checked by module name so that loading media never imports torch.
+    return type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "detach")
+
+
+def _tensor_to_numpy(t: Any) -> np.ndarray:
+    t = t.detach().cpu()
+    if not t.dtype.is_floating_point:
+        return t.numpy()
+    return t.float().numpy()  # float16/bfloat16 have no (or no exact) numpy twin
+
+
+def _read_encoded(source: Any, item: str, limits: MediaLimits) -> bytes:
+    """Bytes of a path, bytes object or ``data:`` URI, with the existence and size checks."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, str) and source.startswith("data:"):
+        header, _, payload = source.partition(",")
+        try:
+            data = (
+                base64.b64decode(payload, validate=True)
+                if header.endswith(";base64")
+                else payload.encode()
+            )
+        except ValueError as e:
+            raise MediaDecodeError(f"bad base64 in data URI: {e}", item=item) from e
+    else:
+        path = Path(source)
+        try:
+            exists = path.exists()
+        except (OSError, ValueError) as e:  # name too long, NUL byte, ...
+            raise MediaNotFoundError(f"not a usable path: {e}", item=item) from e
+        if not exists:
+            hint = " (URLs are not fetched; download first)" if "://" in str(source) else ""
+            raise MediaNotFoundError(f"no such file: {path}{hint}", item=item)
+        if not path.is_file():
+            raise MediaDecodeError(f"not a regular file: {path}", item=item)
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise MediaLimitError(
+                f"file is {size} bytes, over the {limits.max_bytes}-byte limit", item=item
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise MediaDecodeError(f"cannot read {path}: {e.strerror or e}", item=item) from e
+    if not data:
+        raise MediaLimitError("empty (0 bytes)", item=item)
+    if len(data) > limits.max_bytes:
+        raise MediaLimitError(
+            f"{len(data)} bytes, over the {limits.max_bytes}-byte limit", item=item
+        )
+    return data
+
+
+def _what_it_is(data: bytes, expected: str) -> str:
+    """ "; it looks like audio (wav)" when the bytes look like something other than ``expected``."""
+    fmt = sniff_format(data[:16])
+    if fmt:
+        modality = _FORMAT_MODALITY[fmt]
+        return "" if modality == expected else f"; it looks like {modality} ({fmt})"
+    return "; it looks like text" if _looks_like_text(data[:512]) else "; unknown format"
+
+
+def _is_encoded(source: Any) -> bool:
+    return isinstance(source, (str, Path, bytes, bytearray, memoryview))
+
+
+def _unwrap(source: Any, modality: str, name: str | None) -> tuple[Any, str | None, dict, Any]:
+    """(payload, name, meta, rate) for a Media source; checks it is of ``modality``."""
+    if not isinstance(source, Media):
+        return source, name, {}, None
+    name = name or source.name
+    if source.modality != modality:
+        raise MediaDecodeError(
+            f"is {_article(source.modality)} item, expected {modality}",
+            item=_label(name, None, modality),
+        )
+    rate = source.sample_rate if modality == "audio" else source.fps
+    return source.data, name, dict(source.meta), rate
+
+
+def _article(word: str) -> str:
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+def _is_rate_pair(source: Any) -> bool:
+    return isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], numbers.Real)
+
+
+def _filename(source: Any) -> str | None:
+    if not isinstance(source, (str, Path)) or str(source).startswith("data:"):
+        return None
+    name = Path(source).name
+    return name if len(name) <= 80 else name[:77] + "..."

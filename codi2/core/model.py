@@ -1,0 +1,409 @@
+"""The CoDi-2 model: encoders -> input projectors -> LLM -> slots -> output projectors -> decoders.
+
+Read top to bottom: the modules, building a batch, the training losses, generation, and
+saving. Components (encoders, LLM, decoders) come from plugins; everything else here is core:
+the projectors, the learned output slots and the marker token rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from codi2.core.config import ComponentConfig, EncoderConfig, ModelConfig
+from codi2.core.interfaces import LLM, Decoder, Encoder
+from codi2.core.messages import MediaPart, Message, normalize_messages
+from codi2.core.sequence import Markers, TokenSequence, build_sequence
+from codi2.core.types import MEDIA_MODALITIES, Media
+from codi2.errors import CheckpointError, MessageError, UnknownModalityError
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class Projector(nn.Sequential):
+    """The paper's MLP: Linear -> GELU -> LayerNorm -> Linear."""
+
+    def __init__(self, dim_in: int, hidden: int, dim_out: int):
+        super().__init__(nn.Linear(dim_in, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, dim_out))
+
+
+@dataclass
+class Batch:
+    """Token ids and media spans of several conversations, right-padded to one length."""
+
+    ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    label_mask: torch.Tensor  # [B, L] True where the token is a target
+    inputs: dict[str, list[tuple[int, int, Media]]] = field(default_factory=dict)  # modality -> (row, start, media)
+    outputs: dict[str, list[tuple[int, int, Media, Media | None]]] = field(default_factory=dict)  # + reference
+
+    def to(self, device: torch.device | str) -> Batch:
+        self.ids, self.attention_mask, self.label_mask = (t.to(device) for t in (self.ids, self.attention_mask, self.label_mask))
+        return self
+
+
+@dataclass
+class Answer:
+    """A generated answer: text and media in the order produced."""
+
+    parts: list[str | Media] = field(default_factory=list)
+    tokens: int = 0
+    finish_reason: str = "stop"  # "stop": the model ended its turn; "length": max_new_tokens reached
+
+    @property
+    def text(self) -> str:
+        return "".join(p for p in self.parts if isinstance(p, str))
+
+    @property
+    def media(self) -> list[Media]:
+        return [p for p in self.parts if isinstance(p, Media)]
+
+    def to_message(self) -> dict[str, Any]:
+        """The answer as an assistant message in content-part form (for the history)."""
+        content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": p.modality, "data": p, "name": p.name} for p in self.parts]
+        return {"role": "assistant", "content": content or [{"type": "text", "text": ""}]}
+
+    def save(self, out_dir: str | Path, stem: str = "output") -> list[Path]:
+        """Write every media item as ``{stem}{k}.png|.wav|.mp4``; returns the paths."""
+        suffix = {"image": ".png", "audio": ".wav", "video": ".mp4", "text": ".txt"}
+        return [m.save(Path(out_dir) / f"{stem}{k}{suffix[m.modality]}") for k, m in enumerate(self.media)]
+
+
+class CoDi2Model(nn.Module):
+    def __init__(self, config: ModelConfig, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder]):
+        super().__init__()
+        self.config = config
+        self.encoders = nn.ModuleList(encoders)
+        self.llm = llm
+        self.decoders = nn.ModuleDict(dict(decoders))
+        self.encoder_for: dict[str, Encoder] = {}
+        for enc, enc_cfg in zip(encoders, config.encoders):
+            for modality in enc_cfg.modalities or enc.modalities:
+                if modality not in enc.modalities:
+                    raise UnknownModalityError(f"encoder {enc.name!r} cannot encode {modality!r}; it encodes {', '.join(enc.modalities)}")
+                self.encoder_for.setdefault(modality, enc)
+        for modality, dec in decoders.items():
+            if dec.modality != modality:
+                raise UnknownModalityError(f"decoder {dec.name!r} produces {dec.modality}, but is configured for {modality}")
+
+        hidden = llm.hidden_size
+        width = config.projector_hidden or hidden
+        self.markers = Markers(llm.vocab_size)
+        self.in_proj = nn.ModuleDict({m: Projector(e.embed_dim, width, hidden) for m, e in self.encoder_for.items()})
+        self.out_proj = nn.ModuleDict({m: Projector(hidden, width, d.condition.dim) for m, d in decoders.items()})
+        scale = self._embedding_scale()
+        self.slots = nn.ParameterDict({m: nn.Parameter(torch.randn(d.condition.tokens, hidden) * scale) for m, d in decoders.items()})
+        self.marker_embeddings = nn.Embedding(len(self.markers), hidden)
+        nn.init.normal_(self.marker_embeddings.weight, std=scale)
+        self.marker_head = nn.Linear(hidden, len(self.markers), bias=False)
+        nn.init.normal_(self.marker_head.weight, std=hidden**-0.5)
+        self.feature_cache: Any = None  # optional: get(key) -> Tensor | None, put(key, Tensor)
+        for enc in encoders:
+            enc.set_trainable("frozen")
+        self.set_trainable()
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: ModelConfig | Mapping | str | Path, registry: Any = None) -> CoDi2Model:
+        """Build every component through the plugin registry (the default one if not given)."""
+        if isinstance(config, (str, Path)):
+            config = ModelConfig.from_file(config)
+        elif not isinstance(config, ModelConfig):
+            config = ModelConfig.from_dict(config)
+        if registry is None:
+            from codi2.registry import default_registry
+
+            registry = default_registry()
+        encoders = [registry.load("encoder", c) for c in config.encoders]
+        llm = registry.load("llm", config.llm)
+        decoders = {m: registry.load("decoder", c) for m, c in config.decoders.items()}
+        return cls(config, encoders, llm, decoders)
+
+    @classmethod
+    def from_components(cls, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder] | None = None, **settings: Any) -> CoDi2Model:
+        """Compose already-built components (the integrator's path). ``settings`` are
+        :class:`ModelConfig` fields such as ``loss`` or ``generation``."""
+        decoders = dict(decoders or {})
+        config = ModelConfig.from_dict({
+            "encoders": [EncoderConfig(plugin=e.name).model_dump() for e in encoders],
+            "llm": ComponentConfig(plugin=llm.name).model_dump(),
+            "decoders": {m: ComponentConfig(plugin=d.name).model_dump() for m, d in decoders.items()},
+            **settings,
+        }, source="CoDi2Model.from_components")
+        return cls(config, encoders, llm, decoders)
+
+    def _embedding_scale(self) -> float:
+        with torch.no_grad():
+            sample = torch.arange(min(self.llm.vocab_size, 1000), device=self.device)[None]
+            return float(self.llm.embed(sample).float().std()) or 0.02
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.llm.parameters()).device
+
+    def set_trainable(self, *, input_projectors: bool = True, output_side: bool = True, markers: bool = True, llm: str | None = None, decoders: str | None = None) -> None:
+        """Choose what trains. ``llm``: frozen | lora | full; ``decoders``: frozen | adapters | full
+        (None leaves a component as it is). Encoders are always frozen."""
+        self.in_proj.requires_grad_(input_projectors)
+        self.out_proj.requires_grad_(output_side)
+        self.slots.requires_grad_(output_side)
+        self.marker_embeddings.requires_grad_(markers)
+        self.marker_head.requires_grad_(markers)
+        if llm is not None:
+            self.llm.set_trainable(llm)
+        if decoders is not None:
+            for dec in self.decoders.values():
+                dec.set_trainable(decoders)
+
+    # --- from messages to tensors --------------------------------------------------------------
+
+    def sequence(self, messages: Sequence[Message], *, training: bool, add_generation_prompt: bool = False) -> TokenSequence:
+        def input_tokens(modality: str) -> int:
+            if modality not in self.encoder_for:
+                raise UnknownModalityError(f"no encoder for {modality} input; this model reads {', '.join(sorted(self.encoder_for))}")
+            return self.encoder_for[modality].tokens_per_item(modality)
+
+        def output_tokens(modality: str) -> int | None:
+            return self.decoders[modality].condition.tokens if modality in self.decoders else None
+
+        seq = build_sequence(
+            messages, tokenize=self.llm.tokenize, render=self.llm.render_chat, markers=self.markers,
+            input_tokens=input_tokens, output_tokens=output_tokens, training=training, add_generation_prompt=add_generation_prompt,
+        )
+        if len(seq) > self.config.max_input_tokens:
+            raise MessageError(f"the conversation is {len(seq)} tokens long; this model takes at most {self.config.max_input_tokens}")
+        return seq
+
+    def load_part(self, part: MediaPart) -> Media:
+        """Read and validate a media part (through its encoder, which knows its sample rate)."""
+        if isinstance(part.source, Media) and part.source.modality == part.modality and part.modality not in self.encoder_for:
+            return part.source
+        if part.modality in self.encoder_for:
+            media = self.encoder_for[part.modality].load_media(part.source, part.modality, name=part.name)
+        else:
+            from codi2.core.media import load_media
+
+            media = load_media(part.source, part.modality, name=part.name)
+        if part.name and not media.name:
+            media.name = part.name
+        return media
+
+    def collate(self, conversations: Sequence[Any], *, training: bool = True) -> Batch:
+        """Turn conversations (any form :func:`normalize_messages` accepts) into a :class:`Batch`."""
+        seqs = []
+        for i, conversation in enumerate(conversations):
+            try:
+                seqs.append(self.sequence(normalize_messages(conversation), training=training))
+            except MessageError as exc:
+                raise type(exc)(f"conversation {i}: {exc}") from None
+        return self.batch(seqs)
+
+    def batch(self, seqs: Sequence[TokenSequence]) -> Batch:
+        """Pad token sequences into a :class:`Batch`, loading their media."""
+        length = max(len(s) for s in seqs)
+        ids = torch.zeros(len(seqs), length, dtype=torch.long)
+        attention = torch.zeros(len(seqs), length, dtype=torch.long)
+        labels = torch.zeros(len(seqs), length, dtype=torch.bool)
+        batch = Batch(ids, attention, labels, defaultdict(list), defaultdict(list))
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = torch.tensor(seq.ids)
+            attention[row, : len(seq)] = 1
+            labels[row, : len(seq)] = torch.tensor(seq.labels)
+            last_input: dict[str, Media] = {}
+            spans = sorted([(s.start, "in", s) for s in seq.inputs] + [(s.start, "out", s) for s in seq.outputs], key=lambda x: x[0])
+            for start, kind, span in spans:
+                media = self.load_part(span.part)
+                if kind == "in":
+                    batch.inputs[span.part.modality].append((row, start, media))
+                    last_input[span.part.modality] = media
+                else:
+                    batch.outputs[span.part.modality].append((row, start, media, last_input.get(span.part.modality)))
+        batch.inputs, batch.outputs = dict(batch.inputs), dict(batch.outputs)
+        return batch
+
+    def encode_media(self, items: Sequence[Media], modality: str) -> torch.Tensor:
+        """Frozen encoder features ``[B, T, D_enc]``, through the feature cache when one is set."""
+        encoder = self.encoder_for[modality]
+        if self.feature_cache is None:
+            return encoder.encode(items, modality)
+        keys = [f"{encoder.identity}/{modality}/{m.content_hash()}" for m in items]
+        found = [self.feature_cache.get(k) for k in keys]
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing:
+            fresh = encoder.encode([items[i] for i in missing], modality)
+            for i, feats in zip(missing, fresh):
+                self.feature_cache.put(keys[i], feats.cpu())
+                found[i] = feats
+        return torch.stack([f.to(self.device) for f in found])
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings of token ids, marker ids (>= the LLM's vocabulary) included."""
+        is_marker = ids >= self.markers.vocab_size
+        text = self.llm.embed(ids.masked_fill(is_marker, 0))
+        marker = self.marker_embeddings((ids - self.markers.vocab_size).clamp(min=0)).to(text.dtype)
+        return torch.where(is_marker[..., None], marker, text)
+
+    def logits(self, llm_logits: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The LLM's logits followed by the marker logits."""
+        return torch.cat([llm_logits[..., : self.markers.vocab_size].float(), self.marker_head(hidden.float())], -1)
+
+    def inputs_embeds(self, batch: Batch) -> torch.Tensor:
+        embeds = self.embed_ids(batch.ids)
+        for modality, entries in batch.inputs.items():
+            feats = self.in_proj[modality](self.encode_media([m for _, _, m in entries], modality).to(self.device).float())
+            for (row, start, _), f in zip(entries, feats):
+                embeds[row, start : start + len(f)] = f.to(embeds.dtype)
+        for modality, entries in batch.outputs.items():
+            slots = self.slots[modality].to(embeds.dtype)
+            for row, start, *_ in entries:
+                embeds[row, start : start + len(slots)] = slots
+        return embeds
+
+    def output_conditions(self, hidden: torch.Tensor, modality: str, starts: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Project the hidden states at each generated item's slots: ``[K, N, D_cond]``."""
+        n = self.decoders[modality].condition.tokens
+        states = torch.stack([hidden[row, start : start + n] for row, start in starts])
+        return self.out_proj[modality](states.float())
+
+    # --- training ------------------------------------------------------------------------------
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The CoDi-2 objective: ``{"text", "feature", "diffusion", "total"}`` with
+        ``total = alpha * feature + diffusion + text`` over the enabled terms."""
+        batch = batch.to(self.device)
+        loss_cfg = self.config.loss
+        out = self.llm.forward(self.inputs_embeds(batch), attention_mask=batch.attention_mask)
+        zero = out.hidden.new_zeros((), dtype=torch.float32)
+        losses = {"text": zero, "feature": zero, "diffusion": zero}
+
+        targets = batch.label_mask[:, 1:] & batch.attention_mask[:, 1:].bool()
+        if loss_cfg.text and targets.any():
+            logits = self.logits(out.logits[:, :-1][targets], out.hidden[:, :-1][targets])
+            losses["text"] = nn.functional.cross_entropy(logits, batch.ids[:, 1:][targets])
+
+        count = sum(len(v) for v in batch.outputs.values())
+        for modality, entries in batch.outputs.items():
+            decoder, media = self.decoders[modality], [m for _, _, m, _ in entries]
+            cond = self.output_conditions(out.hidden, modality, [(r, s) for r, s, *_ in entries])
+            weight = len(entries) / count
+            if loss_cfg.feature:
+                with torch.no_grad():
+                    target = decoder.target_features(media).to(cond.device, cond.dtype)
+                losses["feature"] = losses["feature"] + weight * nn.functional.mse_loss(cond, target)
+            if loss_cfg.diffusion:
+                reference = [r for *_, r in entries] if self.config.fidelity and decoder.supports_reference else None
+                losses["diffusion"] = losses["diffusion"] + weight * decoder.diffusion_loss(cond, media, reference, generator=generator)
+        losses["total"] = loss_cfg.alpha * losses["feature"] + losses["diffusion"] + losses["text"]
+        return losses
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def generate(self, prompt: Any, media: Mapping[str, Any] | None = None, **options: Any) -> Answer:
+        """Answer a prompt (placeholder string + ``media``, or a message list) with text and media.
+
+        ``options``: ``max_new_tokens``, ``temperature``, ``top_p``, ``steps``, ``guidance``,
+        ``max_media``, ``seed``. See :mod:`codi2.core.generation`.
+        """
+        from codi2.core.generation import generate
+
+        return generate(self, normalize_messages(prompt, media), **options)
+
+    def chat(self, system: str | None = None) -> Any:
+        """A multi-round :class:`~codi2.core.conversation.Conversation` with this model."""
+        from codi2.core.conversation import Conversation
+
+        return Conversation(self, system=system)
+
+    # --- saving --------------------------------------------------------------------------------
+
+    CORE_PREFIXES = ("in_proj.", "out_proj.", "slots.", "marker_embeddings.", "marker_head.")
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything training can change: core modules plus each component's trained state."""
+        state = {f"core.{k}": v for k, v in self.state_dict().items() if k.startswith(self.CORE_PREFIXES)}
+        state.update({f"llm.{k}": v for k, v in self.llm.trained_state_dict().items()})
+        for m, dec in self.decoders.items():
+            state.update({f"decoder.{m}.{k}": v for k, v in dec.trained_state_dict().items()})
+        return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        groups: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+        for key, value in state.items():
+            head, _, rest = key.partition(".")
+            if head == "decoder":
+                m, _, rest = rest.partition(".")
+                head = f"decoder.{m}"
+            groups[head][rest] = value
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(self.CORE_PREFIXES)}
+        core = groups.pop("core", {})
+        for key in own.keys() - core.keys():
+            raise CheckpointError(f"checkpoint lacks core tensor {key!r}")
+        for key, value in core.items():
+            if key not in own:
+                raise CheckpointError(f"checkpoint has unexpected core tensor {key!r} (does the config match?)")
+            if own[key].shape != value.shape:
+                raise CheckpointError(f"core tensor {key!r}: checkpoint shape {tuple(value.shape)}, model shape {tuple(own[key].shape)}")
+        self.load_state_dict(core, strict=False)
+        self.llm.load_trained_state_dict(groups.pop("llm", {}))
+        for m, dec in self.decoders.items():
+            dec.load_trained_state_dict(groups.pop(f"decoder.{m}", {}))
+        if groups:
+            raise CheckpointError(f"checkpoint holds tensors for components this model lacks: {sorted(groups)}")
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (trained parameters only), atomically."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n"))
+        _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(self.trained_state_dict(), str(p), metadata={"format": "codi2"}))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, registry: Any = None, *, device: str | None = None, components: Mapping[str, Any] | None = None) -> CoDi2Model:
+        """Load a saved model: backbones through the registry (or prebuilt ``components``:
+        ``{"encoders": [...], "llm": ..., "decoders": {...}}``), then the trained weights."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{directory}: not a codi2 model directory (no {CONFIG_FILE})")
+        config = ModelConfig.from_file(directory / CONFIG_FILE)
+        if components:
+            model = cls(config, components["encoders"], components["llm"], components.get("decoders", {}))
+        else:
+            model = cls.from_config(config, registry)
+        weights = directory / WEIGHTS_FILE
+        if weights.is_file():
+            try:
+                state = load_file(str(weights))
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{weights}: unreadable weights file: {exc}") from None
+            model.load_trained_state_dict(state)
+        return model.to(device) if device else model
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+__all__ = ["Answer", "Batch", "CoDi2Model", "MEDIA_MODALITIES", "Projector"]

@@ -1,0 +1,85 @@
+"""Every error codi2 raises on purpose.
+
+Errors are raised where bad input enters and say *what* is wrong and *where*
+("media 'b' (photo.png): truncated PNG file"). All derive from :class:`Codi2Error`, so a
+front end can catch one type and print one line.
+"""
+
+from __future__ import annotations
+
+
+class Codi2Error(Exception):
+    """Base class of every error codi2 raises deliberately."""
+
+
+# --- input: messages, placeholders, media -------------------------------------------------
+
+
+class MessageError(Codi2Error, ValueError):
+    """A conversation or prompt is malformed (bad role, bad part, bad placeholder)."""
+
+
+class PlaceholderError(MessageError):
+    """A placeholder has no attachment, or an attachment is never referenced."""
+
+
+class UnknownModalityError(Codi2Error, ValueError):
+    """A modality name that codi2 (or the chosen component) does not handle."""
+
+
+class MediaError(Codi2Error, ValueError):
+    """A media item could not be used. ``item`` names it (placeholder name, path or index)."""
+
+    def __init__(self, message: str, *, item: str | None = None):
+        self.item = item
+        super().__init__(f"media {item}: {message}" if item else message)
+
+
+class MediaNotFoundError(MediaError, FileNotFoundError):
+    """A media path does not exist."""
+
+
+class MediaDecodeError(MediaError):
+    """A media file is unreadable, truncated or of an unsupported format."""
+
+
+class MediaLimitError(MediaError):
+    """A media item is empty, too small, too large, too long or too short."""
+
+
+# --- configuration, registry, checkpoints -------------------------------------------------
+
+
+class ConfigError(Codi2Error, ValueError):
+    """A configuration file or object is invalid; the message names the field."""
+
+
+class PluginError(Codi2Error):
+    """A plugin failed to import or register."""
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered a component of the same kind under the same name."""
+
+
+class UnknownComponentError(Codi2Error, KeyError):
+    """A component name that no loaded plugin provides; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ComponentLoadError(Codi2Error):
+    """A component's weights or files could not be loaded (missing file, unknown hub id offline)."""
+
+
+class CheckpointError(Codi2Error):
+    """A codi2 checkpoint is missing, malformed, or does not match the model (names the tensor)."""
+
+
+class DatasetError(Codi2Error, ValueError):
+    """A dataset file is malformed; the message names the file, line and field."""
+
+
+class TemplateError(Codi2Error):
+    """A chat template cannot be used to split a conversation into turns."""

@@ -1,0 +1,17 @@
+"""The plugins that ship with codi2.
+
+They are ordinary plugins: each module implements the hooks of :mod:`codi2.registry.hookspecs`
+and is registered through exactly the same path as a third-party package. Keep each module
+light at import (no torch, transformers or diffusers at module level).
+"""
+
+from __future__ import annotations
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "codi2.plugins.encoders.imagebind",
+    "codi2.plugins.encoders.openclip",
+    "codi2.plugins.llms.hf_causal_lm",
+    "codi2.plugins.decoders.sd_unclip",
+    "codi2.plugins.decoders.audioldm2",
+    "codi2.plugins.decoders.zeroscope",
+)
