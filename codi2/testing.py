@@ -187,13 +187,14 @@ class TinyEncoder(nn.Module):
     mean of its frames, text by a byte histogram; each passes a fixed random projection.
     """
 
-    name = "tiny"
+    name = "tiny-encoder"
     modalities = ("image", "audio", "video", "text")
     sample_rate = 16000
 
     def __init__(self, embed_dim: int = 16, tokens: int = 1, seed: int = 0):
         super().__init__()
         self.embed_dim, self.tokens = embed_dim, tokens
+        self.options = {"embed_dim": embed_dim, "tokens": tokens, "seed": seed}
         self.proj = nn.ModuleDict({
             "image": _frozen_linear(3 * 8 * 8, embed_dim * tokens, seed),
             "audio": _frozen_linear(129, embed_dim * tokens, seed + 1),
@@ -210,7 +211,7 @@ class TinyEncoder(nn.Module):
 
     def _check(self, modality: str) -> None:
         if modality not in self.modalities:
-            raise UnknownModalityError(f"encoder 'tiny' does not encode {modality!r}; it encodes {', '.join(self.modalities)}")
+            raise UnknownModalityError(f"encoder 'tiny-encoder' does not encode {modality!r}; it encodes {', '.join(self.modalities)}")
 
     def load_media(self, source: Any, modality: str, *, name: str | None = None) -> Media:
         from codi2.core.media import load_media
@@ -248,7 +249,7 @@ class TinyEncoder(nn.Module):
 
     def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         if state:
-            raise CheckpointError(f"encoder 'tiny' has no trained state, got {sorted(state)[:3]}")
+            raise CheckpointError(f"encoder 'tiny-encoder' has no trained state, got {sorted(state)[:3]}")
 
 
 class ByteTokenizer:
@@ -291,6 +292,7 @@ class TinyLLM(nn.Module):
     def __init__(self, hidden_size: int = 32, layers: int = 2, heads: int = 2, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
+        self.options = {"hidden_size": hidden_size, "layers": layers, "heads": heads, "seed": seed}
         self.tokenizer = ByteTokenizer()
         self.hidden_size = hidden_size
         self.vocab_size = self.tokenizer.vocab_size
@@ -378,7 +380,8 @@ class TinyDecoder(nn.Module):
         if modality not in ("image", "audio", "video"):
             raise UnknownModalityError(f"TinyDecoder cannot produce {modality!r}")
         torch.manual_seed(seed)
-        self.name, self.modality = f"tiny-{modality}", modality
+        self.name, self.modality = "tiny-decoder", modality
+        self.options = {"modality": modality, "tokens": tokens, "dim": dim, "size": size, "fidelity": fidelity, "seed": seed}
         self.condition = ConditionSpec(tokens, dim)
         self.size = size
         self.signal_shape = {"image": (3, 8, 8), "audio": (1024,), "video": (2, 3, 8, 8)}[modality]

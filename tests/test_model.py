@@ -219,9 +219,31 @@ def test_encoder_modalities_are_checked():
     class ImageOnly(TinyEncoder):
         modalities = ("image",)
 
-    config = ModelConfig.from_dict({"encoders": [{"plugin": "tiny", "modalities": ["audio"]}], "llm": {"plugin": "tiny-llm"}})
-    with pytest.raises(UnknownModalityError, match="encoder 'tiny' cannot encode 'audio'; it encodes image"):
+    config = ModelConfig.from_dict({"encoders": [{"plugin": "tiny-encoder", "modalities": ["audio"]}], "llm": {"plugin": "tiny-llm"}})
+    with pytest.raises(UnknownModalityError, match="encoder 'tiny-encoder' cannot encode 'audio'; it encodes image"):
         CoDi2Model(config, [ImageOnly()], TinyLLM(), {})
     model = CoDi2Model.from_components([ImageOnly()], TinyLLM())
     with pytest.raises(UnknownModalityError, match="no encoder for audio input; this model reads image"):
         model.generate("hear {a}", media={"a": test_media("audio")})
+
+
+def test_a_model_built_through_the_registry_saves_a_config_that_rebuilds_it(tmp_path):
+    from codi2.registry import Registry
+
+    registry = Registry.create(entry_points=False)
+    config = {
+        "encoders": [{"plugin": "tiny-encoder", "options": {"embed_dim": 12}}],
+        "llm": {"plugin": "tiny-llm"},
+        "decoders": {"image": {"plugin": "tiny-decoder", "options": {"modality": "image"}},
+                     "audio": {"plugin": "tiny-decoder", "options": {"modality": "audio", "tokens": 3}}},
+    }
+    model = CoDi2Model.from_config(config, registry)
+    assert model.slots["audio"].shape == (3, 32) and model.in_proj["image"][0].in_features == 12
+    model.save_pretrained(tmp_path / "m")
+    again = CoDi2Model.from_pretrained(tmp_path / "m", registry)
+    for key, value in model.trained_state_dict().items():
+        torch.testing.assert_close(again.trained_state_dict()[key], value)
+    # the integrator's path writes the same kind of config
+    composed = CoDi2Model.from_components(**tiny_components())
+    composed.save_pretrained(tmp_path / "c")
+    assert CoDi2Model.from_pretrained(tmp_path / "c", registry).decoders["audio"].modality == "audio"

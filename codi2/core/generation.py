@@ -7,7 +7,7 @@ item, feeds the closing marker and goes on with text. One answer may hold severa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,7 +43,22 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
 
 
 @torch.no_grad()
-def generate(model: CoDi2Model, messages: Sequence[Message], *, seed: int | None = None, **options: Any) -> Answer:
+def generate(
+    model: CoDi2Model,
+    messages: Sequence[Message],
+    *,
+    seed: int | None = None,
+    progress: Callable[[str, Answer], None] | None = None,
+    **options: Any,
+) -> Answer:
+    """Generate the assistant's answer to ``messages``.
+
+    ``progress(event, answer)``, if given, is called with the partial answer: ``"token"`` after
+    each sampled token, ``"render:<modality>"`` before a media item is decoded and ``"media"``
+    after it.
+    Front ends draw progress bars with it; an exception it raises stops generation and
+    propagates (a server uses this to enforce per-request deadlines).
+    """
     from codi2.core.model import Answer
 
     cfg = _options(model, options)
@@ -68,6 +83,10 @@ def generate(model: CoDi2Model, messages: Sequence[Message], *, seed: int | None
     answer = Answer()
     pending: list[int] = []
 
+    def notify(event: str) -> None:
+        if progress is not None:
+            progress(event, answer)
+
     def flush() -> None:
         if pending:
             answer.parts.append(model.llm.detokenize(pending))
@@ -80,6 +99,7 @@ def generate(model: CoDi2Model, messages: Sequence[Message], *, seed: int | None
             blocked[[markers.open(m) for m in model.decoders]] = True
         token = _sample(logits.masked_fill(blocked.to(logits.device), float("-inf")), cfg.temperature, cfg.top_p, sampler)
         answer.tokens += 1
+        notify("token")
         if token in llm.eos_token_ids:
             finish = "stop"
             break
@@ -95,9 +115,11 @@ def generate(model: CoDi2Model, messages: Sequence[Message], *, seed: int | None
         cond = model.output_conditions(out.hidden, modality, [(0, 1)])
         reference = [references.get(modality)] if model.config.fidelity and decoder.supports_reference else None
         render_gen = torch.Generator().manual_seed(seed + 1 + len(answer.media)) if seed is not None else None
+        notify(f"render:{modality}")
         item = decoder.generate(cond, reference, steps=cfg.steps, guidance=cfg.guidance, generator=render_gen)[0]
         item.name = item.name or f"output{len(answer.media)}"
         answer.parts.append(item)
+        notify("media")
         out = step([markers.close(modality)], past=out.past)
     flush()
     answer.finish_reason = finish

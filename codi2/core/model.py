@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from codi2.core.config import ComponentConfig, EncoderConfig, ModelConfig
+from codi2.core.config import ModelConfig
 from codi2.core.interfaces import LLM, Decoder, Encoder
 from codi2.core.messages import MediaPart, Message, normalize_messages
 from codi2.core.sequence import Markers, TokenSequence, build_sequence
@@ -132,12 +132,20 @@ class CoDi2Model(nn.Module):
     @classmethod
     def from_components(cls, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder] | None = None, **settings: Any) -> CoDi2Model:
         """Compose already-built components (the integrator's path). ``settings`` are
-        :class:`ModelConfig` fields such as ``loss`` or ``generation``."""
+        :class:`ModelConfig` fields such as ``loss`` or ``generation``. A component's ``name``
+        and ``options`` attribute (if any) become its entry in the config, so a model built
+        from registered plugins saves a config that rebuilds it."""
         decoders = dict(decoders or {})
+
+        def named(component: Any) -> dict[str, Any]:  # plugin name + the options it was built with, if it says
+            options = getattr(component, "options", None)
+            options = options.model_dump(mode="json") if hasattr(options, "model_dump") else dict(options or {})
+            return {"plugin": component.name, "options": options}
+
         config = ModelConfig.from_dict({
-            "encoders": [EncoderConfig(plugin=e.name).model_dump() for e in encoders],
-            "llm": ComponentConfig(plugin=llm.name).model_dump(),
-            "decoders": {m: ComponentConfig(plugin=d.name).model_dump() for m, d in decoders.items()},
+            "encoders": [named(e) for e in encoders],
+            "llm": named(llm),
+            "decoders": {m: named(d) for m, d in decoders.items()},
             **settings,
         }, source="CoDi2Model.from_components")
         return cls(config, encoders, llm, decoders)

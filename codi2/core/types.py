@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 Modality = Literal["image", "audio", "video", "text"]
 MEDIA_MODALITIES: tuple[str, ...] = ("image", "audio", "video")

@@ -14,4 +14,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.decoders.sd_unclip",
     "codi2.plugins.decoders.audioldm2",
     "codi2.plugins.decoders.zeroscope",
+    "codi2.plugins.tiny",
 )

@@ -297,7 +297,9 @@ class SDUnCLIPDecoder(nn.Module):
     ) -> list[Media]:
         """One ``height x width`` RGB image per row of ``cond [B, 1, D]``.
 
-        Without fidelity this is the stock pipeline call with ``image_embeds=cond[:, 0]``.
+        Without fidelity this is the stock pipeline call with ``image_embeds=cond[:, 0]`` and the
+        empty prompt. With fidelity, :meth:`_sample_with_reference` runs, with zero reference
+        latents for rows whose reference is ``None``. ``steps``/``guidance`` default to the options.
         """
         self._check_cond(cond)
         steps = steps or self.options.steps
@@ -317,7 +319,7 @@ class SDUnCLIPDecoder(nn.Module):
                     guidance_scale=guidance,
                     noise_level=self.options.noise_level,
                     generator=generator,
-                output_type="np",
+                    output_type="np",
                 ).images
             finally:  # the stock call re-creates the normaliser's weights as trainable (see _class_labels)
                 self.image_normalizer.requires_grad_(False)

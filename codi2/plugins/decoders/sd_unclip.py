@@ -22,13 +22,11 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from codi2.errors import ComponentLoadError
+from codi2.plugins.decoders._pipeline_dir import check_pipeline_dir
 from codi2.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -64,31 +62,9 @@ class SDUnCLIPOptions(BaseModel):
     local_files_only: bool = False
 
 
-def check_local_pipeline_dir(model: str) -> None:
-    """For a local directory, check ``model_index.json`` and every component folder it names,
-    so that a missing part is reported by name (diffusers' own message omits it)."""
-    root = Path(model).expanduser()
-    if not root.is_dir():
-        return  # a hub id: diffusers resolves it
-    index_path = root / "model_index.json"
-    if not index_path.is_file():
-        raise ComponentLoadError(f"decoder {NAME!r}: {root} has no model_index.json (not a diffusers pipeline folder)")
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ComponentLoadError(f"decoder {NAME!r}: {index_path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    for component, spec in index.items():
-        if component.startswith("_") or not isinstance(spec, list) or spec[-1] is None:
-            continue  # metadata, or an optional component that is absent on purpose
-        if not (root / component).is_dir():
-            raise ComponentLoadError(
-                f"decoder {NAME!r}: component {component!r} ({spec[-1]}) is missing: no folder {root / component}"
-            )
-
-
 def load(options: SDUnCLIPOptions) -> SDUnCLIPDecoder:
     """Build the decoder (imports torch and diffusers; loads the weights)."""
-    check_local_pipeline_dir(options.model)
+    check_pipeline_dir(NAME, options.model)
     from codi2.plugins.decoders._sd_unclip_impl import SDUnCLIPDecoder
 
     return SDUnCLIPDecoder.from_options(options)

@@ -13,49 +13,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# byte-level BPE alphabet (GPT-2 / RoBERTa / CLIP): every byte maps to one printable character
-_BYTE_CHARS: list[str] | None = None
-
-
-def _byte_chars() -> list[str]:
-    global _BYTE_CHARS
-    if _BYTE_CHARS is None:
-        keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-        extra = 0
-        chars = {}
-        for b in range(256):
-            if b in keep:
-                chars[b] = chr(b)
-            else:
-                chars[b] = chr(256 + extra)
-                extra += 1
-        _BYTE_CHARS = [chars[b] for b in range(256)]
-    return _BYTE_CHARS
-
 
 def _roberta_tokenizer(max_length: int = 77) -> Any:
+    """A byte-level RoBERTa tokenizer (every byte one token) built in memory."""
+    from tokenizers.pre_tokenizers import ByteLevel
     from transformers import RobertaTokenizer
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    vocab = {tok: i for i, tok in enumerate(specials + _byte_chars())}
-    return RobertaTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *sorted(ByteLevel.alphabet())]
+    return RobertaTokenizer(vocab={p: i for i, p in enumerate(pieces)}, merges=[], model_max_length=max_length)
 
 
 def _t5_tokenizer(max_length: int = 77) -> Any:
+    """A unigram T5 tokenizer over lowercase words' letters, built in memory."""
     from transformers import T5Tokenizer
 
     pieces = ["<pad>", "</s>", "<unk>", "\u2581"] + [f"\u2581{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
     pieces += list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'")
     vocab = [(p, 0.0 if i < 3 else -float(i)) for i, p in enumerate(pieces)]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
-
-
-def _clip_tokenizer(max_length: int = 77) -> Any:
-    from transformers import CLIPTokenizer
-
-    chars = _byte_chars()
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=max_length)
 
 
 def build_tiny_audioldm2(directory: str | Path, seed: int = 0) -> Path:
@@ -117,8 +92,8 @@ def build_tiny_audioldm2(directory: str | Path, seed: int = 0) -> Path:
     )
     audio_config = ClapAudioConfig(
         spec_size=64, window_size=4, num_mel_bins=64, intermediate_size=37, depths=[2, 2],
-        num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=32, projection_dim=16,
-        patch_size=2, patch_stride=2, patch_embed_input_channels=4,
+        num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=32, patch_embeds_hidden_size=16, projection_dim=16,
+        patch_size=2, patch_stride=2, patch_embed_input_channels=1,
     )
     clap = ClapModel(ClapConfig(text_config=text_config, audio_config=audio_config, projection_dim=16))
     # the released extractor's settings, but a hop that gives <= 64 frames for the tiny tower
@@ -128,7 +103,9 @@ def build_tiny_audioldm2(directory: str | Path, seed: int = 0) -> Path:
     )
     tokenizer_2 = _t5_tokenizer()
     t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_2), d_model=32, d_ff=37, d_kv=8, num_heads=2, num_layers=2))
-    language_model = GPT2Model(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=100, n_ctx=99, n_positions=99))
+    language_model = GPT2Model(GPT2Config(
+        n_embd=16, n_head=2, n_layer=2, vocab_size=100, n_ctx=99, n_positions=99, bos_token_id=0, eos_token_id=0
+    ))
     language_model.config.max_new_tokens = 8
     projection = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=32, langauge_model_dim=16)
     vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
@@ -154,6 +131,8 @@ def build_tiny_zeroscope(directory: str | Path, seed: int = 0) -> Path:
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from codi2.plugins.decoders.testing_components import tiny_clip_tokenizer
 
     torch.manual_seed(seed)
     unet = UNet3DConditionModel(
@@ -181,10 +160,11 @@ def build_tiny_zeroscope(directory: str | Path, seed: int = 0) -> Path:
         sample_size=16,
         norm_num_groups=2,
     )
-    tokenizer = _clip_tokenizer()
+    tokenizer = tiny_clip_tokenizer()
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=8, intermediate_size=16,
-        num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer), hidden_act="gelu", projection_dim=8,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        hidden_size=8, intermediate_size=16, num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer),
+        hidden_act="gelu", projection_dim=8,
     ))
     pipe = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
     directory = Path(directory)

@@ -35,18 +35,11 @@ class FrozenEncoder(nn.Module):
             )
 
     def load_media(self, source: Any, modality: str, *, name: str | None = None) -> Media:
-        """Read and validate one item (path, bytes, PIL image, array, tensor, Media; text: str)."""
-        self.check_modality(modality)
-        if modality == "text":
-            if isinstance(source, Media):
-                if source.modality != "text" or not isinstance(source.data, str):
-                    raise MediaError(f"expected text, got a {source.modality} item", item=source.label)
-                return source
-            if not isinstance(source, str):
-                raise MediaError(f"text must be a str, got {type(source).__name__}", item=name)
-            return Media("text", source, name=name)
+        """Read and validate one item (path, bytes, PIL image, array, tensor, Media; text: str),
+        audio resampled to ``sample_rate``."""
         from codi2.core.media import load_media
 
+        self.check_modality(modality)
         return load_media(source, modality, name=name, sample_rate=self.sample_rate)
 
     def check_items(self, items: Sequence[Media], modality: str) -> list[Media]:
@@ -58,10 +51,6 @@ class FrozenEncoder(nn.Module):
             if item.modality != modality:
                 raise MediaError(f"is a {item.modality} item, encoded as {modality}", item=item.label)
         return list(items)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     # --- the frozen contract ----------------------------------------------------------------
 

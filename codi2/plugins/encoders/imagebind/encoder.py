@@ -133,9 +133,6 @@ class ImageBindEncoder(FrozenEncoder):
 
     name = NAME
     sample_rate = pre.AUDIO_SAMPLE_RATE
-    #: shown in ``identity``; set by :meth:`from_options`
-    size_tag = "custom"
-    dtype_name = "float32"
 
     def __init__(
         self,
@@ -148,7 +145,9 @@ class ImageBindEncoder(FrozenEncoder):
         audio_clips: int = 3,
         batch_size: int = 16,
         weights: str = "random",
+        size_tag: str = "custom",
     ):
+        """``weights`` and ``size_tag`` describe the model for :attr:`identity` (feature caches)."""
         super().__init__()
         for m in modalities:
             if TOWER_OF[m] not in model.towers:
@@ -158,7 +157,7 @@ class ImageBindEncoder(FrozenEncoder):
         self.image_tokens = image_tokens
         self.video_clips, self.video_crops, self.audio_clips = video_clips, video_crops, audio_clips
         self.batch_size = batch_size
-        self.weights = weights
+        self.weights, self.size_tag = weights, size_tag
         if image_tokens == "sequence":
             self.embed_dim = model.modality_preprocessors["vision"].cls_token.shape[-1]
             self.sequence_length = model.modality_preprocessors["vision"].pos_embedding_helper.pos_embed.shape[1]
@@ -187,7 +186,7 @@ class ImageBindEncoder(FrozenEncoder):
             stat = path.stat()
             weights = f"{path.resolve()}@{stat.st_size}:{stat.st_mtime_ns}"
         model = model.to(device=device, dtype=dtype)
-        encoder = cls(
+        return cls(
             model,
             modalities=modalities,
             image_tokens=options.image_tokens,
@@ -196,18 +195,17 @@ class ImageBindEncoder(FrozenEncoder):
             audio_clips=options.audio_clips,
             batch_size=options.batch_size,
             weights=weights,
+            size_tag="huge" if options.size == "huge" else options.size.model_dump_json(),
         )
-        encoder.size_tag = "huge" if options.size == "huge" else options.size.model_dump_json()
-        encoder.dtype_name = options.dtype
-        return encoder
 
     @property
     def identity(self) -> str:
-        random = f"random-{id(self):x}" if self.weights == "random" else self.weights  # never reuse random features
+        weights = f"random-{id(self):x}" if self.weights == "random" else self.weights  # never reuse random features
+        dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
         return (
-            f"imagebind(size={self.size_tag};weights={random};tokens={self.image_tokens};"
+            f"imagebind(size={self.size_tag};weights={weights};tokens={self.image_tokens};"
             f"video={self.model.video_frames}x{self.video_clips}x{self.video_crops};audio={self.audio_clips};"
-            f"dtype={self.dtype_name})"
+            f"dtype={dtype})"
         )
 
     def tokens_per_item(self, modality: str) -> int:
