@@ -15,4 +15,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.decoders.audioldm2",
     "codi2.plugins.decoders.zeroscope",
     "codi2.plugins.tiny",
+    "codi2.evaluation.plugin",
 )
