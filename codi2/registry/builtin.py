@@ -16,4 +16,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.decoders.zeroscope",
     "codi2.plugins.tiny",
     "codi2.evaluation.plugin",
+    "codi2.training.builders",
 )

@@ -1,0 +1,109 @@
+"""Building the model for a run and choosing what trains (the paper's stages).
+
+See :mod:`codi2.training.config` for what each stage trains.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from codi2.core.model import CoDi2Model
+from codi2.errors import ConfigError
+from codi2.training.config import TrainableConfig, TrainConfig
+
+
+def build_model(config: TrainConfig, registry: Any) -> tuple[CoDi2Model, set[str]]:
+    """The model ``config.model`` names, and which component groups came with trained weights
+    (``"llm"``, ``"decoder.image"`` ...) when continuing from a saved codi2 directory."""
+    spec = config.model
+    if isinstance(spec, Mapping):
+        return CoDi2Model.from_config(dict(spec), registry), set()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model: {path} is a folder but not a saved codi2 model (no config.json)")
+        model = CoDi2Model.from_pretrained(path, registry)
+        return model, _trained_groups(path / "model.safetensors")
+    if path.is_file():
+        return CoDi2Model.from_config(path, registry), set()
+    from codi2.api import preset_config
+
+    return CoDi2Model.from_config(preset_config(spec), registry), set()
+
+
+def _trained_groups(weights: Path) -> set[str]:
+    if not weights.is_file():
+        return set()
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as handle:
+        keys = list(handle.keys())
+    groups = set()
+    for key in keys:
+        head, _, rest = key.partition(".")
+        groups.add(f"decoder.{rest.partition('.')[0]}" if head == "decoder" else head)
+    return groups
+
+
+def apply_stage(model: CoDi2Model, trainable: TrainableConfig, continued: set[str] = frozenset()) -> None:
+    """Make exactly the stage's parts trainable. A component that came with trained weights
+    (LoRA of an earlier stage) and is frozen now keeps its policy, so its weights stay in the
+    saved model; it only stops receiving gradients."""
+    keep_llm = trainable.llm == "frozen" and "llm" in continued
+    model.set_trainable(
+        input_projectors=trainable.input_projectors, output_side=trainable.output_side, markers=trainable.markers,
+        llm=None if keep_llm else trainable.llm,
+    )
+    if keep_llm:
+        model.llm.requires_grad_(False)
+    for modality, decoder in model.decoders.items():
+        if trainable.decoders == "frozen" and f"decoder.{modality}" in continued:
+            decoder.requires_grad_(False)
+        else:
+            decoder.set_trainable(trainable.decoders)
+
+
+def frozen_parts_to_eval(model: CoDi2Model, *, keep_llm: bool = False) -> None:
+    """Frozen backbones run in eval mode (no dropout) while the rest trains. ``keep_llm``: a
+    frozen LLM stays in train mode, where gradient checkpointing is active (gradients still
+    pass through it to the input projectors)."""
+    for part in [*model.encoders, *([] if keep_llm else [model.llm]), *model.decoders.values()]:
+        if not any(p.requires_grad for p in part.parameters()):
+            part.eval()
+
+
+def param_groups(model: CoDi2Model, weight_decay: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """AdamW groups: weight decay on matrices, none on biases, norms and slot/marker vectors."""
+    decay, plain, names = [], [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and not name.startswith("slots.") else plain).append((name, param))
+    groups = []
+    for params, wd in ((decay, weight_decay), (plain, 0.0)):
+        if params:
+            groups.append({"params": [p for _, p in params], "weight_decay": wd})
+            names.extend(n for n, _ in params)
+    return groups, names
+
+
+def prepare_registry(registry: Any, plugins: Sequence[str]) -> Any:
+    if registry is None:
+        from codi2.registry import default_registry
+
+        registry = default_registry()
+    present = {p.name for p in registry.plugins()} if plugins else set()
+    for module in plugins:
+        if module in present:
+            continue  # already registered (a second run in the same process)
+        try:
+            registry.register_plugin(importlib.import_module(module), name=module)
+        except ImportError as exc:
+            raise ConfigError(f"plugins: cannot import {module!r}: {exc}") from None
+        failed = [p.error for p in registry.plugins() if p.name == module and p.error]
+        if failed:
+            raise ConfigError(f"plugins: {module!r} did not register: {failed[0]}")
+    return registry
