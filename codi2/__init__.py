@@ -1,23 +1,19 @@
 """codi2 — CoDi-2: in-context, interleaved and interactive any-to-any generation.
 
 ``import codi2`` is light: torch, transformers and diffusers load only when a model does.
+
+>>> import codi2
+>>> model = codi2.load()                          # doctest: +SKIP  (the embedded toy model)
+>>> answer = model.generate("Make {a} blue.", media={"a": "square.png"}, seed=0)  # doctest: +SKIP
+>>> answer.save("out")                            # doctest: +SKIP  (out/output0.png, ...)
+
+See :func:`codi2.api.load`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from codi2.api import DEFAULT_MODEL, load  # light: the standard library and codi2.errors only
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from codi2.core.model import CoDi2Model
-
-
-def load(name_or_dir: str, **kwargs: Any) -> CoDi2Model:
-    """Load a codi2 model from a preset name or a saved directory (see :func:`codi2.core.model.CoDi2Model.from_pretrained`)."""
-    from codi2.api import load as _load
-
-    return _load(name_or_dir, **kwargs)
-
-
-__all__ = ["__version__", "load"]
+__all__ = ["DEFAULT_MODEL", "__version__", "load"]

@@ -19,6 +19,10 @@ class MessageError(Codi2Error, ValueError):
     """A conversation or prompt is malformed (bad role, bad part, bad placeholder)."""
 
 
+class PathNotAllowedError(MessageError):
+    """A request tried to name a file or URL instead of sending the media's bytes (server)."""
+
+
 class PlaceholderError(MessageError):
     """A placeholder has no attachment, or an attachment is never referenced."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 
@@ -14,7 +13,7 @@ from PIL import Image
 from codi2.core.types import Media
 from codi2.errors import DatasetError, MediaDecodeError, MediaError
 from codi2.evaluation import report, tasks
-from codi2.evaluation.commands import add_eval_parser, run_eval
+from codi2.evaluation.commands import run_eval
 from codi2.registry import Registry
 
 SR = 16000
@@ -60,9 +59,9 @@ def write_audio(path, freq, seconds=1.0, noise=0.0):
 
 
 def cli(argv):
-    parser = argparse.ArgumentParser(prog="codi2")
-    add_eval_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
+    from codi2.cli import build_parser  # the real command line, global options included
+
+    return build_parser().parse_args(argv)
 
 
 # --- score: finished outputs, no model ------------------------------------------------------

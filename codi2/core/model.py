@@ -53,7 +53,19 @@ class Batch:
 
 @dataclass
 class Answer:
-    """A generated answer: text and media in the order produced."""
+    """A generated answer: text and media in the order produced.
+
+    ``parts`` interleaves ``str`` and :class:`Media`; ``text`` joins the strings, ``media``
+    lists the items; ``tokens`` counts sampled tokens; ``finish_reason`` is "stop" or
+    "length". ``save(out_dir)`` writes ``output0.png``, ``output1.wav``, ... (one counter over
+    all media); :func:`codi2.answers.answer_to_dict` gives the JSON form.
+
+    >>> answer = model.generate("Draw a square.", seed=0)    # doctest: +SKIP
+    >>> answer.text, [m.modality for m in answer.media]       # doctest: +SKIP
+    ('Here it is: ', ['image'])
+    >>> answer.save("out")                                    # doctest: +SKIP
+    [PosixPath('out/output0.png')]
+    """
 
     parts: list[str | Media] = field(default_factory=list)
     tokens: int = 0
@@ -319,8 +331,15 @@ class CoDi2Model(nn.Module):
     def generate(self, prompt: Any, media: Mapping[str, Any] | None = None, **options: Any) -> Answer:
         """Answer a prompt (placeholder string + ``media``, or a message list) with text and media.
 
-        ``options``: ``max_new_tokens``, ``temperature``, ``top_p``, ``steps``, ``guidance``,
-        ``max_media``, ``seed``. See :mod:`codi2.core.generation`.
+        ``prompt``: ``"Make {a} purple."`` with ``media={"a": "square.png"}`` (a path, bytes,
+        PIL image, array, tensor or :class:`Media`), or a conversation in content-part form
+        (see :mod:`codi2.core.messages`). ``options`` (None keeps the model's
+        ``config.generation`` default): ``seed`` (same seed, same answer), ``steps`` and
+        ``guidance`` (the decoders' diffusion steps and guidance scale), ``max_new_tokens``,
+        ``temperature`` (0 = greedy), ``top_p``, ``max_media``, and ``progress(event, answer)``
+        (see :func:`codi2.core.generation.generate`). Returns an :class:`Answer`.
+
+        >>> answer = model.generate("Make {a} purple.", media={"a": "square.png"}, seed=0, steps=20)  # doctest: +SKIP
         """
         from codi2.core.generation import generate
 

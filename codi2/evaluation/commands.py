@@ -28,7 +28,7 @@ from typing import Any
 TASKS = ("dreambench", "edit", "audio-edit", "score", "report")
 _GENERATION_TASKS = ("dreambench", "edit", "audio-edit")
 _CLIP_METRICS = ("clip-i", "clip-t", "clipsim")
-_HELP = "evaluate a model with the paper's metrics (DreamBench, editing, audio editing)"
+EVAL_HELP = "evaluate a model with the paper's metrics (DreamBench, editing, audio editing)"
 
 
 def eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +53,6 @@ def eval_arguments(parser: argparse.ArgumentParser) -> None:
     networks.add_argument("--cnn14", help="PANNs CNN14 checkpoint file (default $CODI2_CNN14_CHECKPOINT "
                           "or ~/.cache/codi2/eval/Cnn14_16k_mAP=0.438.pth)")
     networks.add_argument("--classifier", help="registered audio classifier for KL/FD (default panns-cnn14)")
-    networks.add_argument("--device", help="torch device (default cuda if available)")
     networks.add_argument("--allow-download", action="store_true", help="let DINO/CLIP download from the hub")
     score = parser.add_argument_group("score")
     score.add_argument("--generated", help="folder of generated files")
@@ -74,7 +73,7 @@ def eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``eval`` to an argparse ``subparsers`` object; it runs :func:`run_eval`."""
-    parser = subparsers.add_parser("eval", help=_HELP, description=_HELP)
+    parser = subparsers.add_parser("eval", help=EVAL_HELP, description=EVAL_HELP)
     eval_arguments(parser)
     parser.set_defaults(run=run_eval)
     return parser
@@ -104,6 +103,7 @@ def metric_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict
             raise ConfigError(f"--metric-options is not valid JSON: {exc.msg}") from None
         if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
             raise ConfigError('--metric-options must be a JSON object {"metric": {"option": value}}')
+    device = getattr(args, "device", None)  # the CLI's global --device
     for name in names:
         opts = options.setdefault(name, {})
         if name == "dino" and args.dino:
@@ -111,8 +111,8 @@ def metric_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict
         if name in _CLIP_METRICS and args.clip:
             opts.setdefault("model", args.clip)
         if name == "dino" or name in _CLIP_METRICS:
-            if args.device:
-                opts.setdefault("device", args.device)
+            if device:
+                opts.setdefault("device", device)
             if args.allow_download:
                 opts.setdefault("allow_download", True)
         if name in ("kl", "fd"):
@@ -122,8 +122,8 @@ def metric_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict
             if opts.get("classifier", "panns-cnn14") == "panns-cnn14":
                 if args.cnn14:
                     classifier_opts.setdefault("checkpoint", args.cnn14)
-                if args.device:
-                    classifier_opts.setdefault("device", args.device)
+                if device:
+                    classifier_opts.setdefault("device", device)
     return options
 
 
@@ -156,7 +156,7 @@ def _run_task(args: argparse.Namespace, registry: Any) -> Any:
     import codi2
 
     names = names or list(tasks.DEFAULT_METRICS[args.task])
-    model = codi2.load(args.model, registry=registry, device=args.device)
+    model = codi2.load(args.model, registry=registry, device=getattr(args, "device", None))
     run = args.name or Path(str(args.model).rstrip("/")).name
     out = Path(args.out or Path("codi2-eval") / args.task)
     gen_options = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}

@@ -30,7 +30,6 @@ def _generation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="picks the world inputs and seeds generation (default: 0)")
     parser.add_argument("--steps", type=_positive, default=None, help="diffusion steps per item (default: the model's)")
     parser.add_argument("--max-new-tokens", type=_positive, default=None, help="token limit per answer (default: the model's)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
 def demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +66,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 def _load(args: argparse.Namespace) -> Any:
     import codi2
 
-    model = codi2.load(args.model, device=args.device)
+    model = codi2.load(args.model, device=getattr(args, "device", None))
     model.eval()
     return model
 

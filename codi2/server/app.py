@@ -1,0 +1,421 @@
+"""The FastAPI application: routes, the JSON error shape, and the request guard.
+
+Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
+
+- ``POST /v1/chat/completions``            OpenAI-style chat; media inline as base64
+- ``POST /v1/chat/completions/multipart``  the same with uploaded files and a placeholder prompt
+- ``GET  /v1/media/{id}``                  generated media (PNG, WAV, MP4)
+- ``GET/DELETE /v1/sessions/{id}``         a kept conversation (text and media descriptions)
+- ``GET  /v1/models``, ``GET /v1/plugins``, ``GET /health``
+- ``GET  /``                               the web chat page
+
+Every error is ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for the client's
+mistakes, 429/503 when the server cannot take the request now, 504 past the deadline and 500
+for a bug (logged with its traceback; the message does not leak internals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+
+from codi2 import __version__
+from codi2.core.messages import MediaPart, Message, TextPart
+from codi2.errors import (
+    Codi2Error,
+    MediaDecodeError,
+    MediaError,
+    MediaLimitError,
+    MessageError,
+    PlaceholderError,
+    UnknownModalityError,
+)
+from codi2.server.engine import Engine, ServerError
+from codi2.server.inputs import (
+    ChatRequest,
+    GenerationParams,
+    PathNotAllowedError,
+    parse_chat_messages,
+    parse_multipart,
+)
+from codi2.server.settings import ServerSettings
+from codi2.server.stores import describe_messages, valid_id
+
+log = logging.getLogger("codi2.server")
+
+GENERATION_PATHS = {"/v1/chat/completions": "json", "/v1/chat/completions/multipart": "multipart"}
+STATIC_FILES = {"chat.js": "text/javascript", "chat.css": "text/css"}
+MEDIA_FORMATS = {"image": ("png", "image/png"), "audio": ("wav", "audio/wav"), "video": ("mp4", "video/mp4")}
+CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: data:; "
+       "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'")  # fmt: skip
+
+
+def error_response(status: int, type: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": type, "message": message}}, status_code=status, headers=headers)
+
+
+def classify(exc: Codi2Error) -> tuple[int, str]:
+    """HTTP status and error type of a codi2 error raised by a request's input."""
+    for cls, status, name in (
+        (PathNotAllowedError, 400, "path_not_allowed"), (PlaceholderError, 400, "placeholder_mismatch"),
+        (MessageError, 400, "invalid_request"), (UnknownModalityError, 400, "unknown_modality"),
+        (MediaLimitError, 400, "media_limit"), (MediaDecodeError, 400, "media_decode"),
+        (MediaError, 400, "media_error"),
+    ):  # fmt: skip
+        if isinstance(exc, cls):
+            return status, name
+    from codi2.errors import ConfigError
+
+    if isinstance(exc, ConfigError):  # generation options out of range
+        return 400, "invalid_request"
+    return 500, "model_error"
+
+
+# --- the guard: admission, body size, content type (before any body is read) -----------------
+
+
+class RequestGuard:
+    """ASGI middleware for the generation routes: 503/429 before reading the body, 415 for a
+    wrong content type, 413 past ``max_body_bytes`` (read in chunks, never all at once)."""
+
+    def __init__(self, app: Any, engine: Engine):
+        self.app, self.engine = app, engine
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        kind = GENERATION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if kind is None or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            self._check_content_type(kind, headers.get("content-type", ""))
+            length = headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.engine.settings.max_body_bytes):
+                raise self._too_large()
+            self.engine.admit()
+        except ServerError as exc:
+            return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
+        scope["codi2.admitted_at"] = time.monotonic()  # the request's deadline counts from here
+        try:
+            try:
+                # a client trickling its body must not hold a queue place for ever
+                body = await asyncio.wait_for(self._read_body(receive), self.engine.settings.request_timeout)
+            except asyncio.TimeoutError:
+                return await error_response(408, "request_timeout", "the request body took too long to arrive")(scope, receive, send)
+            except ServerError as exc:
+                return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.engine.release()
+
+    def _too_large(self) -> ServerError:
+        limit = self.engine.settings.max_body_bytes
+        return ServerError(413, "payload_too_large", f"the request body is over this server's {limit}-byte limit")
+
+    @staticmethod
+    def _check_content_type(kind: str, content_type: str) -> None:
+        mime = content_type.split(";", 1)[0].strip().lower()
+        if kind == "json" and not (mime == "application/json" or mime.endswith("+json")):
+            raise ServerError(415, "unsupported_media_type",
+                              f"this endpoint takes application/json, got {mime or 'no content type'!r}; "
+                              "upload files to /v1/chat/completions/multipart")  # fmt: skip
+        if kind == "multipart" and mime != "multipart/form-data":
+            raise ServerError(415, "unsupported_media_type", f"this endpoint takes multipart/form-data, got {mime or 'no content type'!r}")
+
+    async def _read_body(self, receive: Any) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ServerError(400, "disconnected", "the client went away")
+            size += len(message.get("body", b""))
+            if size > self.engine.settings.max_body_bytes:
+                raise self._too_large()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: disconnect notices pass through
+
+    return replay
+
+
+# --- the answer -------------------------------------------------------------------------------
+
+
+def _assistant_message(answer: Any) -> Message:
+    parts = [TextPart(p) if isinstance(p, str) else MediaPart(p.modality, p, name=p.name, target=False) for p in answer.parts]
+    return Message("assistant", parts or [TextPart("")])
+
+
+def make_work(engine: Engine, messages: list[Message], params: GenerationParams) -> Any:
+    """The job for the generation thread: history, generation, media encoding, saving."""
+    from codi2.answers import media_summary
+    from codi2.core.media import media_to_bytes
+
+    options = params.generate_options(engine.settings)
+
+    def work(check: Any) -> dict[str, Any]:
+        model, sid = engine.model, params.session_id
+        history: list[Message] = []
+        if sid is not None:
+            session = engine.sessions.get(sid)
+            if session is None:
+                raise ServerError(404, "session_not_found", f"session {sid!r} is unknown or expired; start a new one")
+            history = session.messages
+        conversation = [*history, *messages]
+        prompt_tokens = len(model.sequence(conversation, training=False, add_generation_prompt=True))
+        answer = model.generate(conversation, progress=check, **options)
+        content: list[dict[str, Any]] = []
+        for part in answer.parts:
+            if isinstance(part, str):
+                content.append({"type": "text", "text": part})
+                continue
+            fmt, mime = MEDIA_FORMATS[part.modality]
+            data = media_to_bytes(part, fmt)
+            entry = {k: v for k, v in media_summary(part).items() if v is not None}
+            entry["mime_type"] = mime
+            if params.media_format == "base64":
+                entry["data"] = base64.b64encode(data).decode("ascii")
+            else:
+                entry["url"] = f"/v1/media/{engine.media.put(data, mime, f'{part.name or part.modality}.{fmt}')}"
+            content.append(entry)
+        if params.store:
+            sid = engine.sessions.save(sid, [*conversation, _assistant_message(answer)])
+        return {
+            "id": f"chatcmpl-{int(time.time() * 1000):x}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": getattr(model, "source_name", "codi2"),
+            "session_id": sid,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "text": answer.text},
+                "finish_reason": answer.finish_reason,
+            }],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.tokens,
+                      "total_tokens": prompt_tokens + answer.tokens},
+        }  # fmt: skip
+
+    return work
+
+
+# --- the application ----------------------------------------------------------------------------
+
+
+def create_app(
+    model: Any = None,
+    *,
+    loader: Any = None,
+    settings: ServerSettings | None = None,
+    registry: Any = None,
+) -> FastAPI:
+    """The server for ``model`` (or for what ``loader()`` returns, loaded in the background
+    while requests get 503). ``registry`` is what ``/v1/plugins`` describes (default: the
+    installed plugins)."""
+    from contextlib import asynccontextmanager
+
+    settings = (settings or ServerSettings()).validate()
+    engine = Engine(settings, model=model, loader=loader)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.start()
+        yield
+        engine.close()
+
+    app = FastAPI(
+        title="codi2", version=__version__, lifespan=lifespan,
+        description="CoDi-2 chat: text, images, audio and video in; text and media out. "
+                    "Media go in as bytes only (base64 or upload); errors are "
+                    '{"error": {"type", "message"}}.',
+    )  # fmt: skip
+    app.state.engine = engine
+    app.add_middleware(RequestGuard, engine=engine)
+
+    # --- errors -------------------------------------------------------------------------
+
+    @app.exception_handler(ServerError)
+    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+        return error_response(exc.status, exc.type, exc.message, exc.headers)
+
+    @app.exception_handler(Codi2Error)
+    async def _codi2_error(request: Request, exc: Codi2Error) -> JSONResponse:
+        status, kind = classify(exc)
+        if status >= 500:
+            log.error("model error on %s: %s", request.url.path, exc)
+        return error_response(status, kind, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            detail = next(e for e in errors if e.get("type") == "json_invalid")
+            where = detail.get("ctx", {}).get("error", "")
+            return error_response(400, "invalid_json", f"the body is not valid JSON{f': {where}' if where else ''}")
+        text = "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors[:5])
+        return error_response(400, "invalid_request", text)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
+
+    # --- chat ---------------------------------------------------------------------------
+
+    async def _answer(request: Request, messages: list[Message], params: GenerationParams) -> JSONResponse:
+        if params.session_id is not None and not valid_id(params.session_id):
+            raise ServerError(400, "invalid_request", "session_id is malformed")
+        if params.session_id is not None and engine.sessions.get(params.session_id) is None:
+            raise ServerError(404, "session_not_found", f"session {params.session_id!r} is unknown or expired; start a new one")
+        started = request.scope.get("codi2.admitted_at", time.monotonic())
+        result = await engine.run(make_work(engine, messages, params), started)
+        engine.served += 1
+        return JSONResponse(result)
+
+    @app.post("/v1/chat/completions", tags=["chat"], summary="Chat (JSON, media inline as base64)")
+    async def chat_completions(request: Request, body: ChatRequest) -> JSONResponse:
+        """OpenAI-style chat. ``content`` parts may hold media as base64 (plain or a data URI);
+        the answer's content holds text parts and media parts (``url`` or ``data``).
+        ``session_id`` continues a conversation the server kept (send only the new turn)."""
+        messages = await asyncio.to_thread(parse_chat_messages, body, settings)
+        return await _answer(request, messages, body)
+
+    @app.post(
+        "/v1/chat/completions/multipart", tags=["chat"], summary="Chat (multipart upload)",
+        openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["prompt"],
+            "properties": {"prompt": {"type": "string", "description": "text with {name} placeholders"},
+                           "system": {"type": "string"}, "session_id": {"type": "string"},
+                           "max_tokens": {"type": "integer"}, "seed": {"type": "integer"},
+                           "steps": {"type": "integer"}, "guidance": {"type": "number"},
+                           "temperature": {"type": "number"}, "top_p": {"type": "number"},
+                           "media_format": {"type": "string", "enum": ["url", "base64"]},
+                           "store": {"type": "boolean"}},
+            "additionalProperties": {"type": "string", "format": "binary",
+                                     "description": "one file per placeholder, the field named after it"},
+        }}}}},
+    )  # fmt: skip
+    async def chat_multipart(request: Request) -> JSONResponse:
+        """``prompt`` ("Make {a} purple") plus one file per placeholder, in a form field of
+        that name (``-F a=@square.png``); options as form fields."""
+        try:
+            form = await request.form(max_files=settings.max_parts, max_fields=64, max_part_size=settings.max_body_bytes)
+        except (StarletteHTTPException, MultiPartException) as exc:  # malformed, or over a limit
+            raise ServerError(400, "invalid_form", f"unreadable multipart form: {getattr(exc, 'detail', exc)}") from None
+        fields: dict[str, str] = {}
+        files: dict[str, tuple[bytes, str | None, str | None]] = {}
+        try:
+            for key, value in form.multi_items():
+                if key in fields or key in files:
+                    raise ServerError(400, "invalid_form", f"form field {key!r} appears twice")
+                if isinstance(value, str):
+                    fields[key] = value
+                else:
+                    files[key] = (await value.read(), value.content_type, value.filename)
+        finally:
+            await form.close()
+        messages, params = await asyncio.to_thread(parse_multipart, fields, files, settings)
+        return await _answer(request, messages, params)
+
+    # --- media and sessions -------------------------------------------------------------
+
+    @app.get("/v1/media/{media_id}", tags=["media"], summary="A generated media file")
+    async def get_media(media_id: str) -> Response:
+        item = engine.media.get(media_id) if valid_id(media_id) else None
+        if item is None:
+            raise ServerError(404, "not_found", "no such media (unknown id, or expired)")
+        return Response(item.data, media_type=item.mime_type, headers={
+            "Content-Disposition": f'inline; filename="{item.filename}"',
+            "Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff",
+        })  # fmt: skip
+
+    @app.get("/v1/sessions/{session_id}", tags=["sessions"], summary="A kept conversation")
+    async def get_session(session_id: str) -> dict[str, Any]:
+        session = engine.sessions.get(session_id) if valid_id(session_id) else None
+        if session is None:
+            raise ServerError(404, "session_not_found", f"session {session_id!r} is unknown or expired")
+        return {"id": session.id, "created": int(session.created), "messages": describe_messages(session.messages)}
+
+    @app.delete("/v1/sessions/{session_id}", tags=["sessions"], summary="Forget a conversation")
+    async def delete_session(session_id: str) -> dict[str, Any]:
+        if not (valid_id(session_id) and engine.sessions.delete(session_id)):
+            raise ServerError(404, "session_not_found", f"session {session_id!r} is unknown or expired")
+        return {"id": session_id, "deleted": True}
+
+    # --- about ----------------------------------------------------------------------------
+
+    @app.get("/health", tags=["about"], summary="Liveness and readiness")
+    async def health() -> JSONResponse:
+        body = {
+            "status": {"ready": "ok"}.get(engine.state, engine.state),
+            "version": __version__,
+            "model": getattr(engine.model, "source_name", None),
+            "queue": {"in_flight": engine.admitted, "limit": settings.max_queue},
+            "sessions": len(engine.sessions),
+            "served": engine.served, "refused": engine.refused,
+        }  # fmt: skip
+        if engine.load_error:
+            body["error"] = engine.load_error
+        return JSONResponse(body, status_code=200 if engine.state == "ready" else 503)
+
+    @app.get("/v1/models", tags=["about"], summary="The served model")
+    async def models() -> dict[str, Any]:
+        engine.check_ready()
+        from codi2.api import model_info
+
+        info = model_info(engine.model)
+        return {"object": "list", "data": [{"object": "model", "owned_by": "codi2", **info}]}
+
+    @app.get("/v1/plugins", tags=["about"], summary="Installed plugins and their components")
+    async def plugins() -> dict[str, Any]:
+        from codi2.registry import default_registry
+
+        reg = registry or default_registry()
+        return {"plugins": [info.to_dict() for info in reg.plugins()]}
+
+    # --- the web page ---------------------------------------------------------------------
+
+    page_headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(_web_file("index.html"), headers=page_headers)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        if name not in STATIC_FILES:  # a fixed list: no path from the request reaches the disk
+            raise ServerError(404, "not_found", "no such file")
+        return Response(_web_file(name), media_type=STATIC_FILES[name], headers=page_headers)
+
+    return app
+
+
+def _web_file(name: str) -> str:
+    return (resources.files("codi2") / "web" / name).read_text(encoding="utf-8")
+
+
+__all__ = ["create_app", "error_response"]

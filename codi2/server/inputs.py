@@ -1,0 +1,248 @@
+"""What a request may say, and turning it into validated messages.
+
+Media reach the server only as bytes in the request: base64 (plain or a ``data:`` URI) inside
+JSON, or a file in a multipart upload. A part that names a path (``"path"``), a URL
+(``file://``, ``http://``), or a string that is not base64 is refused with a 400: the server
+never opens a file or a URL on a client's behalf. Decoding happens here, before a request
+joins the generation queue, so bad media costs the queue nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from codi2.attachments import load_attachment
+from codi2.core.config import format_validation_error
+from codi2.core.messages import Message, normalize_messages
+from codi2.core.types import MEDIA_MODALITIES, Media
+from codi2.errors import (
+    MediaDecodeError,
+    MediaLimitError,
+    MessageError,
+    PathNotAllowedError,
+    UnknownModalityError,
+)
+from codi2.server.settings import ServerSettings
+
+# --- the JSON request -----------------------------------------------------------------------
+
+
+class GenerationParams(BaseModel):
+    """Sampling and rendering options (all optional; the model's defaults otherwise)."""
+
+    max_tokens: int | None = Field(None, ge=1, description="longest answer in tokens")
+    temperature: float | None = Field(None, ge=0, le=10, description="0 = greedy")
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed, same answer")
+    steps: int | None = Field(None, ge=1, description="diffusion steps per media item")
+    guidance: float | None = Field(None, ge=0, le=100, description="classifier-free guidance")
+    media_format: Literal["url", "base64"] = Field(
+        "url", description="generated media as URLs under /v1/media/{id}, or inline base64"
+    )
+    session_id: str | None = Field(None, description="continue this conversation (from an earlier response)")
+    store: bool = Field(True, description="keep the conversation on the server for follow-ups")
+
+    def generate_options(self, settings: ServerSettings) -> dict[str, Any]:
+        if self.max_tokens is not None and self.max_tokens > settings.max_new_tokens:
+            raise MessageError(f"max_tokens {self.max_tokens} is over this server's limit of {settings.max_new_tokens}")
+        if self.steps is not None and self.steps > settings.max_steps:
+            raise MessageError(f"steps {self.steps} is over this server's limit of {settings.max_steps}")
+        options = {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                   "seed": self.seed, "steps": self.steps, "guidance": self.guidance}  # fmt: skip
+        return {k: v for k, v in options.items() if v is not None}
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str | list[dict[str, Any]] = Field(
+        description='a string, or content parts: {"type": "text", "text": ...}, '
+        '{"type": "image"|"audio"|"video", "data": BASE64_OR_DATA_URI}, '
+        '{"type": "image_url", "image_url": {"url": DATA_URI}}, '
+        '{"type": "input_audio", "input_audio": {"data": BASE64, "format": "wav"}}'
+    )
+
+
+class ChatRequest(GenerationParams):
+    """``POST /v1/chat/completions``: OpenAI's chat request shape, with media parts."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Make this purple: "},
+                {"type": "image", "data": "data:image/png;base64,iVBORw0KGgo..."}]}],
+            "seed": 0,
+        }]},
+    )  # fmt: skip
+    model: str | None = Field(None, description="informational; the server serves one model")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = Field(False, description="must be false: answers are returned whole")
+    n: int = Field(1, ge=1, le=1, description="must be 1")
+
+
+# --- inline media ---------------------------------------------------------------------------
+
+_DATA_URI = re.compile(r"data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
+_FILE_NAME = re.compile(r"\.[A-Za-z0-9]{2,5}$")
+
+
+def _looks_like_path_or_url(text: str) -> bool:
+    """For a string that is not base64: does it look like a file name, path or URL?"""
+    head = text[:256].strip()
+    return (
+        any(c in head for c in "/\\:")
+        or head.startswith(("~", "."))
+        or bool(_FILE_NAME.search(head))
+    )
+
+
+def decode_inline(data: Any, where: str, settings: ServerSettings) -> tuple[bytes, str | None]:
+    """(bytes, declared MIME type or None) of a base64 string or base64 ``data:`` URI."""
+    if not isinstance(data, str):
+        raise MessageError(f"{where}: 'data' must be a base64 string, got {type(data).__name__}")
+    mime = None
+    payload = data
+    if data[:5].lower() == "data:":
+        match = _DATA_URI.match(data)
+        if not match:
+            raise MediaDecodeError(f"{where}: a data URI must be base64: data:<type>;base64,<data>")
+        mime, payload = match.group(1), data[match.end() :]
+    # base64 grows data by 4/3: refuse before decoding anything over the per-item limit
+    if len(payload) > (settings.limits.max_bytes * 4) // 3 + 4:
+        raise MediaLimitError(f"{where}: over the {settings.limits.max_bytes}-byte limit per media item")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        if mime is None and _looks_like_path_or_url(data):
+            raise PathNotAllowedError(
+                f"{where}: {data[:80]!r} looks like a path or URL; the server never reads files or URLs — "
+                "send the media's bytes as base64 (or upload it to /v1/chat/completions/multipart)"
+            ) from None
+        raise MediaDecodeError(f"{where}: 'data' is not valid base64") from None
+    return raw, mime
+
+
+def _modality_of_mime(mime: str | None) -> str | None:
+    major = (mime or "").split("/", 1)[0].lower()
+    return major if major in MEDIA_MODALITIES else None
+
+
+def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings) -> dict[str, Any]:
+    kind = part.get("type")
+    if "path" in part or "file" in part:
+        raise PathNotAllowedError(
+            f"{where}: 'path' is not accepted; the server never reads files — send the bytes as base64 'data'"
+        )
+    if kind == "image_url":
+        url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), Mapping) else part.get("image_url")
+        if not isinstance(url, str) or not url.lower().startswith("data:"):
+            if isinstance(url, str) and _looks_like_path_or_url(url):
+                raise PathNotAllowedError(f"{where}: URLs and paths are never fetched; send a base64 data URI")
+            raise MessageError(f"{where}: image_url.url must be a base64 data URI (data:image/png;base64,...)")
+        modality, data, name = "image", url, None
+    elif kind == "input_audio":
+        spec = part.get("input_audio")
+        if not isinstance(spec, Mapping) or "data" not in spec:
+            raise MessageError(f"{where}: input_audio needs {{'data': BASE64, 'format': 'wav'}}")
+        modality, data, name = "audio", spec["data"], None
+    elif kind in MEDIA_MODALITIES:
+        unknown = set(part) - {"type", "data", "name"}
+        if "url" in part:
+            raise PathNotAllowedError(f"{where}: URLs are never fetched; send the bytes as base64 'data'")
+        if unknown:
+            raise MessageError(f"{where}: unknown keys {sorted(unknown)} in a {kind} part (use 'data' and 'name')")
+        if "data" not in part:
+            raise MessageError(f"{where}: a {kind} part needs 'data' (base64 or a data URI)")
+        modality, data, name = kind, part["data"], part.get("name")
+    else:
+        raise UnknownModalityError(
+            f"{where}: unknown part type {kind!r}; known: text, {', '.join(MEDIA_MODALITIES)}, image_url, input_audio"
+        )
+    if name is not None and (not isinstance(name, str) or len(name) > 64):
+        raise MessageError(f"{where}: 'name' must be a string of at most 64 characters")
+    raw, mime = decode_inline(data, where, settings)
+    declared = _modality_of_mime(mime)
+    if mime is not None and declared != modality:
+        raise MediaDecodeError(f"{where}: a {modality} part carries a {mime} data URI")
+    media = load_attachment(raw, name=name or "media", modality=modality, limits=settings.limits,
+                            video_frames=settings.video_frames, label=f"in {where}")  # fmt: skip
+    media.name = name
+    return {"type": modality, "data": media, **({"name": name} if name else {})}
+
+
+def parse_chat_messages(request: ChatRequest, settings: ServerSettings) -> list[Message]:
+    """The request's messages with every media item decoded and checked (runs off the loop)."""
+    if request.stream:
+        raise MessageError("stream=true is not supported: answers are returned whole")
+    if len(request.messages) > settings.max_messages:
+        raise MessageError(f"{len(request.messages)} messages, over this server's limit of {settings.max_messages}")
+    out = []
+    for i, msg in enumerate(request.messages):
+        if isinstance(msg.content, str):
+            out.append({"role": msg.role, "content": msg.content})
+            continue
+        if len(msg.content) > settings.max_parts:
+            raise MessageError(f"message {i}: {len(msg.content)} parts, over the limit of {settings.max_parts}")
+        content = []
+        for j, part in enumerate(msg.content):
+            where = f"message {i}, part {j}"
+            if part.get("type") == "text":
+                if set(part) - {"type", "text"} or not isinstance(part.get("text"), str):
+                    raise MessageError(f"{where}: a text part is {{'type': 'text', 'text': str}}")
+                content.append(part)
+            else:
+                item = _media_part(part, where, settings)
+                if msg.role == "assistant":
+                    item["target"] = False  # earlier answers are history, read like user media
+                content.append(item)
+        out.append({"role": msg.role, "content": content})
+    return normalize_messages(out)
+
+
+# --- the multipart request ------------------------------------------------------------------
+
+MULTIPART_FIELDS = {"prompt", "system", *GenerationParams.model_fields}
+
+
+def parse_multipart(
+    fields: Mapping[str, str],
+    files: Mapping[str, tuple[bytes, str | None, str | None]],
+    settings: ServerSettings,
+) -> tuple[list[Message], GenerationParams]:
+    """A placeholder prompt (``prompt``: "Make {a} blue"), one uploaded file per placeholder
+    (the form field's name is the placeholder's), and the generation options as fields."""
+    unknown = set(fields) - MULTIPART_FIELDS
+    if unknown:
+        raise MessageError(f"unknown form field(s) {sorted(unknown)}; files go in fields named after their placeholder")
+    prompt = fields.get("prompt")
+    if not prompt:
+        raise MessageError("the form needs a 'prompt' field (text with {name} placeholders for the uploaded files)")
+    if len(files) > settings.max_parts:
+        raise MessageError(f"{len(files)} files, over the limit of {settings.max_parts}")
+    try:
+        params = GenerationParams.model_validate({k: v for k, v in fields.items() if k in GenerationParams.model_fields})
+    except ValidationError as exc:
+        raise MessageError(f"form fields: {format_validation_error(exc)}") from None
+    media: dict[str, Media] = {}
+    for field_name, (data, content_type, filename) in files.items():
+        label = f"{filename!r} (field {field_name!r})" if filename else repr(field_name)
+        declared = _modality_of_mime(content_type)
+        if content_type and declared is None and content_type != "application/octet-stream":
+            raise MediaDecodeError(f"content type {content_type!r} is not image/*, audio/* or video/*", item=label)
+        media[field_name] = load_attachment(data, name=field_name, modality=declared, limits=settings.limits,
+                                            video_frames=settings.video_frames, label=label)  # fmt: skip
+    messages = normalize_messages(prompt, media)
+    if fields.get("system"):
+        messages = [*normalize_messages([{"role": "system", "content": fields["system"]}]), *messages]
+    return messages, params
+
+
+__all__ = ["ChatRequest", "GenerationParams", "PathNotAllowedError", "decode_inline",
+           "parse_chat_messages", "parse_multipart"]  # fmt: skip

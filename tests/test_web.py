@@ -1,0 +1,202 @@
+"""The web chat page in a real headless browser (Debian's chromium + chromedriver, via Selenium).
+
+Loads the page from a live ``codi2 serve``, attaches an image, sends a prompt, waits for the
+generated image to appear, sends a follow-up in the same conversation, and checks that a bad
+upload shows an error while the page keeps working.
+
+Needs ``apt-get install chromium chromium-driver`` and ``pip install selenium``. Without them
+the test is skipped — except on CI (``CI=true``), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from _tiny_chat_model import EveryModality, chat_model_dir, png_bytes
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _missing() -> str | None:
+    try:
+        import fastapi  # noqa: F401
+        import httpx  # noqa: F401
+        import selenium  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install selenium 'codi2[serve]')"
+    if not (CHROMIUM and CHROMEDRIVER):
+        return "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser_ready():
+    reason = _missing()
+    if reason:
+        if ON_CI:
+            pytest.fail(f"the browser test must run on CI: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server(browser_ready):
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "codi2", "--quiet", "serve", "--model", str(chat_model_dir()),
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited: {proc.stderr.read().decode()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the server did not start in 90 s")
+        time.sleep(0.2)
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def driver(browser_ready, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1000,900", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    browser.set_page_load_timeout(30)
+    yield browser
+    browser.quit()
+
+
+def wait_for(driver, condition, timeout: float = 30, what: str = "the page"):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    except TimeoutException:
+        shot = Path(os.environ.get("CODI2_WEB_SCREENSHOT", "/tmp/codi2-web-failure.png"))
+        driver.save_screenshot(str(shot))
+        log = driver.find_element("id", "log").text
+        raise AssertionError(f"timed out waiting for {what}; screenshot {shot}; chat log: {log!r}") from None
+
+
+def loaded_images(driver, selector: str) -> list:
+    return [img for img in driver.find_elements("css selector", selector)
+            if driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)]  # fmt: skip
+
+
+def test_chat_page_with_uploaded_image_and_follow_up(server, driver, tmp_path):
+    import httpx
+
+    image = tmp_path / "square.png"
+    image.write_bytes(png_bytes(1))
+    driver.get(server + "/")
+    wait_for(driver, lambda d: "reads" in d.find_element("id", "model").text, what="the model line")
+    assert "image" in driver.find_element("id", "model").text
+
+    # round 1: an uploaded image and a prompt
+    driver.find_element("id", "files").send_keys(str(image))
+    wait_for(driver, lambda d: "square.png" in d.find_element("id", "attachments").text, what="the attachment chip")
+    driver.find_element("id", "prompt").send_keys("make it blue")
+    driver.find_element("id", "send").click()
+    wait_for(driver, lambda d: loaded_images(d, ".message.assistant img"), what="the generated image")
+    generated = loaded_images(driver, ".message.assistant img")[0]
+    assert "/v1/media/" in generated.get_attribute("src")
+    assert driver.execute_script("return arguments[0].naturalWidth", generated) == 16
+    assert loaded_images(driver, ".message.user img"), "the user's own upload is shown"
+    assert driver.find_element("id", "attachments").text == "", "attachments are cleared after sending"
+
+    # round 2: a follow-up in the same conversation (Enter sends)
+    driver.find_element("id", "prompt").send_keys("paint it red\n")
+    wait_for(driver, lambda d: len(d.find_elements("css selector", ".message.assistant")) == 2, what="the follow-up answer")
+    sessions = {m.get_attribute("data-session") for m in driver.find_elements("css selector", ".message.assistant")}
+    assert len(sessions) == 1 and "" not in sessions, "both rounds belong to one session"
+    history = httpx.get(f"{server}/v1/sessions/{sessions.pop()}").json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    assert history[0]["content"][0]["type"] == "image" and history[2]["content"][-1]["text"] == "paint it red"
+    driver.save_screenshot(str(tmp_path / "chat.png"))
+
+    # a broken upload: a clear error in the page, and the page still works afterwards
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(png_bytes(1)[:50])
+    driver.find_element("id", "files").send_keys(str(broken))
+    driver.find_element("id", "prompt").send_keys("what is this?\n")
+    wait_for(driver, lambda d: d.find_elements("css selector", ".message.error"), what="the error message")
+    error = driver.find_element("css selector", ".message.error").text
+    assert "broken.png" in error and "truncated" in error, error
+    driver.find_element("id", "prompt").send_keys("draw a square\n")
+    wait_for(driver, lambda d: len(d.find_elements("css selector", ".message.assistant")) == 3, what="an answer after the error")
+
+    # a new conversation starts empty and gets a new session
+    driver.find_element("id", "reset").click()
+    assert driver.find_elements("css selector", ".message") == []
+
+
+@pytest.fixture(scope="module")
+def every_modality_server(browser_ready):
+    """An in-process uvicorn (in a thread) whose answers hold an image, audio and a video."""
+    import uvicorn
+
+    import codi2
+    from codi2.server import ServerSettings, create_app
+
+    app = create_app(EveryModality(codi2.load(chat_model_dir())), settings=ServerSettings())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(15)
+    sock.close()
+
+
+def test_generated_audio_and_video_play_inline(every_modality_server, driver):
+    driver.get(every_modality_server + "/")
+    driver.find_element("id", "prompt").send_keys("draw a square\n")
+    ready = "return arguments[0].readyState >= 1 && arguments[0].duration > 0"  # metadata decoded
+    wait_for(driver, lambda d: [m for m in d.find_elements("css selector", ".message.assistant audio, .message.assistant video")
+                                if d.execute_script(ready, m)] and loaded_images(d, ".message.assistant img"),
+             what="the audio and video players")  # fmt: skip
+    audio = driver.find_element("css selector", ".message.assistant audio")
+    video = driver.find_element("css selector", ".message.assistant video")
+    assert audio.get_attribute("controls") is not None and video.get_attribute("controls") is not None
+    wait_for(driver, lambda d: d.execute_script(ready, audio) and d.execute_script(ready, video), what="both players ready")
+    assert abs(driver.execute_script("return arguments[0].duration", audio) - 0.1) < 0.02
+    assert driver.execute_script("return arguments[0].videoWidth", video) == 16
