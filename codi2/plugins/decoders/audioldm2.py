@@ -38,10 +38,11 @@ Not done: the paper's §5.1 fidelity path for audio (``fidelity=True`` is reject
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
+from codi2.plugins.decoders._options import PipelineOptions
 from codi2.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -52,35 +53,19 @@ NAME = "audioldm2"
 DEFAULT_MODEL = "cvssp/audioldm2"
 
 
-class AudioLDM2Options(BaseModel):
-    """Options of the ``audioldm2`` decoder."""
+class AudioLDM2Options(PipelineOptions):
+    """Options of the ``audioldm2`` decoder (shared ones in :class:`PipelineOptions`; the
+    fidelity path is not implemented for audio yet)."""
 
-    model_config = ConfigDict(extra="forbid")
+    plugin: ClassVar[str] = NAME
 
     #: hub id or local directory of an ``AudioLDM2Pipeline`` (diffusers layout)
     model: str = DEFAULT_MODEL
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    #: torch device; None = "cuda" when available, else "cpu"
-    device: str | None = None
     #: denoising steps and classifier-free guidance scale (the stock pipeline's defaults)
     steps: int = Field(200, ge=1)
     guidance: float = Field(3.5, ge=0)
     #: clip length for training and sampling; None = the UNet's sample size (10.24 s for cvssp/audioldm2)
     audio_length_in_s: float | None = Field(None, gt=0)
-    #: frozen: only ``cond`` gets gradients; full: the UNet trains too; adapters: none exist
-    #: without a fidelity path, so it trains nothing (like frozen)
-    trainable: Literal["frozen", "adapters", "full"] = "frozen"
-    #: never reach the hub (a hub id must already be in the local cache)
-    local_files_only: bool = False
-    #: the paper's reference-concatenation path; not implemented for audio
-    fidelity: bool = False
-
-    @field_validator("fidelity")
-    @classmethod
-    def _no_fidelity(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("audioldm2 has no fidelity (reference) path yet; use fidelity=false")
-        return value
 
 
 def load(options: AudioLDM2Options) -> AudioLDM2Decoder:

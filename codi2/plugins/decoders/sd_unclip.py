@@ -22,10 +22,11 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from codi2.plugins.decoders._options import PipelineOptions
 from codi2.plugins.decoders._pipeline_dir import check_pipeline_dir
 from codi2.registry.hookspecs import hookimpl
 
@@ -37,16 +38,14 @@ NAME = "sd-unclip"
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-unclip"
 
 
-class SDUnCLIPOptions(BaseModel):
-    """Options of the ``sd-unclip`` decoder."""
+class SDUnCLIPOptions(PipelineOptions):
+    """Options of the ``sd-unclip`` decoder (shared ones in :class:`PipelineOptions`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    plugin: ClassVar[str] = NAME
+    has_fidelity: ClassVar[bool] = True
 
     #: hub id or local directory of a ``StableUnCLIPImg2ImgPipeline`` (diffusers layout)
     model: str = DEFAULT_MODEL
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    #: torch device; None = "cuda" when available, else "cpu"
-    device: str | None = None
     #: denoising steps and classifier-free guidance scale (the stock pipeline's defaults)
     steps: int = Field(20, ge=1)
     guidance: float = Field(10.0, ge=0)
@@ -55,11 +54,6 @@ class SDUnCLIPOptions(BaseModel):
     #: output size in pixels; None = unet.sample_size * vae scale factor (768 for SD-2.1-unCLIP)
     height: int | None = Field(None, ge=8, multiple_of=8)
     width: int | None = Field(None, ge=8, multiple_of=8)
-    #: the paper's fidelity path: reference latents concatenated through a widened conv_in
-    fidelity: bool = False
-    trainable: Literal["frozen", "adapters", "full"] = "frozen"
-    #: never reach the hub (a hub id must already be in the local cache)
-    local_files_only: bool = False
 
 
 def load(options: SDUnCLIPOptions) -> SDUnCLIPDecoder:

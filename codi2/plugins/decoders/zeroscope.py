@@ -23,10 +23,11 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
+from codi2.plugins.decoders._options import PipelineOptions
 from codi2.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -37,16 +38,13 @@ NAME = "zeroscope"
 DEFAULT_MODEL = "cerspense/zeroscope_v2_576w"
 
 
-class ZeroscopeOptions(BaseModel):
-    """Options of the ``zeroscope`` decoder."""
+class ZeroscopeOptions(PipelineOptions):
+    """Options of the ``zeroscope`` decoder (shared ones in :class:`PipelineOptions`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    plugin: ClassVar[str] = NAME
 
     #: hub id or local directory of a ``TextToVideoSDPipeline`` (diffusers layout)
     model: str = DEFAULT_MODEL
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    #: torch device; None = "cuda" when available, else "cpu"
-    device: str | None = None
     steps: int = Field(50, ge=1)
     guidance: float = Field(9.0, ge=0)
     #: clip shape for training and sampling; None = unet.sample_size * vae scale factor
@@ -55,20 +53,6 @@ class ZeroscopeOptions(BaseModel):
     width: int | None = Field(576, ge=8, multiple_of=8)
     #: frame rate written into generated media
     fps: float = Field(8.0, gt=0)
-    #: frozen: only ``cond`` gets gradients; full: the UNet trains too; adapters: none exist
-    #: without a fidelity path, so it trains nothing (like frozen)
-    trainable: Literal["frozen", "adapters", "full"] = "frozen"
-    #: never reach the hub (a hub id must already be in the local cache)
-    local_files_only: bool = False
-    #: the paper's reference-concatenation path; zeroscope has none
-    fidelity: bool = False
-
-    @field_validator("fidelity")
-    @classmethod
-    def _no_fidelity(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("zeroscope has no fidelity (reference) path; use fidelity=false")
-        return value
 
 
 def load(options: ZeroscopeOptions) -> ZeroscopeDecoder:
