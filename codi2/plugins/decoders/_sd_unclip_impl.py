@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError
+from codi2.plugins.decoders._diffusers_common import noise_and_timesteps, prediction_target
 
 if TYPE_CHECKING:
     from codi2.plugins.decoders.sd_unclip import SDUnCLIPOptions
@@ -253,7 +254,6 @@ class SDUnCLIPDecoder(nn.Module):
         sample). With fidelity, the reference latents (zeros for rows without one) are
         concatenated to the UNet input.
         """
-        from diffusers.utils.torch_utils import randn_tensor
 
         self._check_cond(cond, len(media))
         rows = len(media)
@@ -262,11 +262,7 @@ class SDUnCLIPDecoder(nn.Module):
             latents = self.vae.encode(pixels).latent_dist.sample(generator) * self.vae.config.scaling_factor
             latents = latents.to(self.dtype)
         ref = self._reference_latents(reference, rows)
-        noise = randn_tensor(latents.shape, generator=generator, device=self.device, dtype=latents.dtype)
-        timesteps = torch.randint(
-            0, self.train_scheduler.config.num_train_timesteps, (rows,),
-            generator=generator, device=generator.device if generator is not None else self.device,
-        ).to(self.device)
+        noise, timesteps = noise_and_timesteps(latents, self.train_scheduler.config.num_train_timesteps, generator)
         noisy = self.train_scheduler.add_noise(latents, noise, timesteps)
         if ref is not None:
             noisy = torch.cat([noisy, ref], dim=1)
@@ -274,15 +270,7 @@ class SDUnCLIPDecoder(nn.Module):
         pred = self.unet(
             noisy, timesteps, encoder_hidden_states=self._empty_prompt(rows), class_labels=class_labels, return_dict=False
         )[0]
-        kind = self.train_scheduler.config.prediction_type
-        if kind == "epsilon":
-            target = noise
-        elif kind == "v_prediction":
-            target = self.train_scheduler.get_velocity(latents, noise, timesteps)
-        elif kind == "sample":
-            target = latents
-        else:
-            raise ConfigError(f"decoder {NAME!r}: unsupported scheduler prediction_type {kind!r}")
+        target = prediction_target(self.train_scheduler, latents, noise, timesteps)
         return F.mse_loss(pred.float(), target.float())
 
     @torch.no_grad()

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import MediaError
-from codi2.plugins.decoders._av_common import (
+from codi2.plugins.decoders._diffusers_common import (
     DiffusersDecoderBase,
     check_cond,
     check_media,

@@ -1,4 +1,4 @@
-"""Plumbing shared by the diffusers-backed audio and video decoders (audioldm2, zeroscope).
+"""Plumbing shared by the diffusers-backed decoders (sd-unclip, audioldm2, zeroscope).
 
 Imports torch: the registration modules import it only inside ``load``.
 """
