@@ -16,6 +16,16 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The scripts set torch to one thread (their default): give the next tests their own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("benchmarks"))
@@ -42,8 +52,9 @@ def figures(result, *names):
 
 
 def test_train_overhead(workdir, capsys):
-    result = run("train_overhead", ["--size", "tiny", "--batch", "1", "--repeats", "1", "--warmup", "0", "--workdir", workdir], capsys)
-    figs = figures(result, "step_ratio", "step_ratio_by_wall", "codi2_ms", "raw_ms", "collate")
+    argv = ["--size", "tiny", "--batch", "1", "--repeats", "1", "--warmup", "0", "--attribute-repeats", "1", "--workdir", workdir]
+    result = run("train_overhead", argv, capsys)
+    figs = figures(result, "step_ratio", "step_ratio_by_wall", "codi2_ms", "raw_ms", "collate", "overhead_ms", "overhead_share")
     assert figs["step_ratio"]["goal"] == "<= 1.05"
     parity = result["details"]["parity"]
     assert parity["max_loss_diff"] <= 1e-4 and parity["trained_tensors"] > 0
@@ -51,8 +62,9 @@ def test_train_overhead(workdir, capsys):
 
 
 def test_answer_latency(workdir, capsys):
-    result = run("answer_latency", ["--steps", "1", "--repeats", "1", "--warmup", "0", "--workdir", workdir], capsys)
-    figures(result, "answer_ratio", "codi2_ms", "raw_ms", "prompt_rendering")
+    argv = ["--steps", "1", "--repeats", "1", "--warmup", "0", "--attribute-repeats", "1", "--workdir", workdir]
+    result = run("answer_latency", argv, capsys)
+    figures(result, "answer_ratio", "codi2_ms", "raw_ms", "prompt_rendering", "overhead_ms", "overhead_share")
     details = result["details"]
     assert details["tokens"] >= 2 and details["answer"], "the forced answer has text and an image"
 
@@ -106,3 +118,26 @@ def test_gpu_realsize_skips_without_cuda(capsys):
         pytest.skip("a GPU is present: the full run is not a quick test")
     result = run("gpu_realsize", [], capsys)
     assert result["details"]["skipped"] is True and result["figures"] == {}
+
+
+def test_own_time_restores_what_it_wraps():
+    import time
+
+    import _common
+
+    class Component:
+        def __call__(self, x):
+            return self.work(x)
+
+        def work(self, x):
+            end = time.process_time() + 0.002
+            while time.process_time() < end:
+                pass
+            return x
+
+    part = Component()
+    sides = {"a": lambda: part(1), "b": lambda: (part(1), sum(range(20000)))}
+    own = _common.own_time(sides, [(part, "work"), (Component, "__call__")], repeats=3, warmup=0)
+    assert "work" not in vars(part) and Component.__call__.__name__ == "__call__"
+    assert own["a"]["total_ms"] >= 2 and own["a"]["own_ms"] < own["a"]["total_ms"] / 2
+    assert own["b"]["own_ms"] > own["a"]["own_ms"], "time outside the wrapped calls is the side's own"

@@ -73,7 +73,15 @@ def test_a_short_training_run_lowers_the_loss(tmp_path, registry):
     from codi2.plugins.toy.encoder import save_encoder
     from codi2.plugins.toy.llm import build_toy_llm_dir
     from codi2.toy import tasks
-    from codi2.toy.recipe import ENCODER_FILE, IMAGE_DECODER_FILE, AUDIO_DECODER_FILE, LLM_DIR, RecipeSettings, llm_corpus, model_config
+    from codi2.toy.recipe import (
+        AUDIO_DECODER_FILE,
+        ENCODER_FILE,
+        IMAGE_DECODER_FILE,
+        LLM_DIR,
+        RecipeSettings,
+        llm_corpus,
+        model_config,
+    )
 
     settings = RecipeSettings.smoke()
     encoder = registry.load("encoder", {"plugin": "toy-encoder", "options": {"random_init": True}})
@@ -125,8 +133,6 @@ def test_shipped_model_fits_the_size_budget():
     assert total <= 25 * 2**20, f"the shipped toy model is {total / 2**20:.1f} MiB"
 
 
-@pytest.mark.xfail(strict=True, reason="codi2.api.load does not consult registered presets yet (seam requested); "
-                   "remove this marker once it does")
 def test_codi2_load_toy(registry):
     import codi2
 

@@ -73,8 +73,10 @@ def generate(
         blocked[markers.close(modality)] = True
         blocked[markers.open(modality)] = modality not in model.decoders
 
+    device = model.device  # read once: a property walk per token adds up
+
     def step(ids: list[int], extra: torch.Tensor | None = None, past: Any = None):
-        embeds = model.embed_ids(torch.tensor([ids], device=model.device))
+        embeds = model.embed_ids(torch.tensor([ids], device=device))
         if extra is not None:
             embeds = torch.cat([embeds, extra[None].to(embeds.dtype)], 1)
         return llm.forward(embeds, past=past)
@@ -93,11 +95,13 @@ def generate(
             pending.clear()
 
     finish = "length"
-    for _ in range(cfg.max_new_tokens):
+    blocked = blocked.to(device)
+    media_count = 0
+    for index in range(cfg.max_new_tokens):
         logits = model.logits(out.logits[0, -1], out.hidden[0, -1])
-        if len(answer.media) >= cfg.max_media:
+        if media_count >= cfg.max_media:
             blocked[[markers.open(m) for m in model.decoders]] = True
-        token = _sample(logits.masked_fill(blocked.to(logits.device), float("-inf")), cfg.temperature, cfg.top_p, sampler)
+        token = _sample(logits.masked_fill(blocked, float("-inf")), cfg.temperature, cfg.top_p, sampler)
         answer.tokens += 1
         notify("token")
         if token in llm.eos_token_ids:
@@ -106,7 +110,8 @@ def generate(
         marker = markers.modality_of(token)
         if marker is None:
             pending.append(token)
-            out = step([token], past=out.past)
+            if index + 1 < cfg.max_new_tokens:  # the last token's forward would never be read
+                out = step([token], past=out.past)
             continue
         flush()
         modality = marker[0]
@@ -114,11 +119,12 @@ def generate(
         out = step([token], model.slots[modality], past=out.past)
         cond = model.output_conditions(out.hidden, modality, [(0, 1)])
         reference = [references.get(modality)] if model.config.fidelity and decoder.supports_reference else None
-        render_gen = torch.Generator().manual_seed(seed + 1 + len(answer.media)) if seed is not None else None
+        render_gen = torch.Generator().manual_seed(seed + 1 + media_count) if seed is not None else None
         notify(f"render:{modality}")
         item = decoder.generate(cond, reference, steps=cfg.steps, guidance=cfg.guidance, generator=render_gen)[0]
-        item.name = item.name or f"output{len(answer.media)}"
+        item.name = item.name or f"output{media_count}"
         answer.parts.append(item)
+        media_count += 1
         notify("media")
         out = step([markers.close(modality)], past=out.past)
     flush()

@@ -15,6 +15,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.decoders.audioldm2",
     "codi2.plugins.decoders.zeroscope",
     "codi2.plugins.tiny",
+    "codi2.plugins.toy",
     "codi2.evaluation.plugin",
     "codi2.training.builders",
 )

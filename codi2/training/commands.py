@@ -31,13 +31,18 @@ DATA_HELP = "build and validate training data (JSONL conversations)"
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="FILE", help="training config (YAML or JSON)")
+    parser.add_argument("--config", metavar="FILE", help="training config (YAML or JSON)")
+    parser.add_argument("--preset", choices=["toy"], help="reproduce a shipped model from nothing instead "
+                        "(toy: the shapes & tones world; its options: --out, --minutes, --ship, --fresh)")
     parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint, a run's output folder (its latest checkpoint) or 'auto'")
     parser.add_argument("--output-dir", metavar="DIR", help="override output_dir")
     parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps")
     parser.add_argument("--stop-after", type=int, metavar="N", help="stop at step N with a checkpoint, as if interrupted (resume later)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field (dotted keys, YAML values); repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from codi2.toy.commands_train import toy_train_arguments  # light: argparse only
+
+    toy_train_arguments(parser.add_argument_group("--preset toy"))
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -48,6 +53,16 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from codi2.errors import ConfigError
+
+    if getattr(args, "preset", None) == "toy":
+        if args.config:
+            raise ConfigError("--preset and --config exclude each other")
+        from codi2.toy.commands_train import run_from_args
+
+        return run_from_args(args)
+    if not args.config:
+        raise ConfigError("give a training config (--config FILE) or a preset (--preset toy)")
     from codi2.training.config import TrainConfig, parse_override
 
     config = TrainConfig.from_file(args.config)

@@ -139,5 +139,6 @@ class DiffusersDecoderBase(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        # not self.unet.device: diffusers walks every submodule on each access (~4 ms at real size)
+        return next(self.unet.parameters()).device
 

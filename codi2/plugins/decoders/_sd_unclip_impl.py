@@ -154,11 +154,12 @@ class SDUnCLIPDecoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        # not self.unet.device: diffusers walks every submodule on each access (~4 ms at real size)
+        return next(self.unet.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        return next(self.unet.parameters()).dtype
 
     def _check_cond(self, cond: torch.Tensor, rows: int | None = None) -> None:
         expected = (self.condition.tokens, self.condition.dim)

@@ -1,0 +1,128 @@
+"""``toy-encoder``: ImageBind's architecture at a tiny size, trained on the shapes & tones world.
+
+The network is the imagebind plugin's own :class:`ImageBindModel` (same towers, same input
+pipelines: 224 x 224 images, Kaldi log-mel audio, CLIP BPE text) with every tower 32 wide and
+two blocks deep (one block never learnt to tell shapes apart), projecting into a 64-d shared space. Two departures from the imagebind
+component, both for the toy world:
+
+- audio is read as one 2-second clip (a world item lasts 1 s; three identical clips add nothing);
+- a video item is ``video_frames`` tokens, one still-image embedding per evenly spaced frame,
+  so the order of the frames reaches the LLM (ImageBind averages its clips into one vector).
+
+Weights are a safetensors state dict stored in float16 (the recipe rounds them before any
+downstream phase reads features, so everything trained on them saw exactly these values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from codi2.core.types import Media
+from codi2.errors import ComponentLoadError, MediaError
+from codi2.plugins.encoders.imagebind import ImageBindSize
+from codi2.plugins.encoders.imagebind import preprocess as pre
+from codi2.plugins.encoders.imagebind.encoder import ImageBindEncoder, load_weights, read_state_dict
+from codi2.plugins.encoders.imagebind.model import ImageBindModel
+
+NAME = "toy-encoder"
+TOWERS = ("vision", "audio", "text")
+
+
+def toy_size(options: Any) -> ImageBindSize:
+    """The ImageBind size config of a ``ToyEncoderOptions``."""
+    w, h, b = options.width, options.heads, options.blocks
+    return ImageBindSize(
+        out_embed_dim=options.embed_dim,
+        vision_embed_dim=w, vision_num_blocks=b, vision_num_heads=h,
+        text_embed_dim=w, text_num_blocks=b, text_num_heads=h,
+        audio_embed_dim=w, audio_num_blocks=b, audio_num_heads=h,
+    )
+
+
+class ToyEncoder(ImageBindEncoder):
+    """The toy encoder component (see the module docstring)."""
+
+    name = NAME
+
+    def __init__(self, model: ImageBindModel, options: Any, weights: str):
+        super().__init__(model, modalities=("image", "audio", "video", "text"), audio_clips=1,
+                         batch_size=64, weights=weights, size_tag=toy_size(options).model_dump_json())
+        self.options = options
+        self.video_frames = options.video_frames
+
+    @classmethod
+    def from_options(cls, options: Any, weights_path: str) -> ToyEncoder:
+        if options.random_init:
+            torch.manual_seed(options.seed)
+            model = ImageBindModel(toy_size(options), TOWERS)
+            return cls(model, options, "random")
+        path = Path(weights_path)
+        if not path.is_file():
+            raise ComponentLoadError(
+                f"encoder {NAME!r}: weights file {path} does not exist (train it with `codi2 train --preset toy`)"
+            )
+        state = {k: v.float() for k, v in read_state_dict(path).items()}
+        with torch.device("meta"):
+            model = ImageBindModel(toy_size(options), TOWERS)
+        load_weights(model, state, str(path))
+        stat = path.stat()
+        return cls(model, options, f"{path.resolve()}@{stat.st_size}:{stat.st_mtime_ns}")
+
+    @property
+    def identity(self) -> str:
+        weights = f"random-{id(self):x}" if self.weights == "random" else self.weights
+        return f"{NAME}(size={self.size_tag};weights={weights};video_frames={self.video_frames})"
+
+    def tokens_per_item(self, modality: str) -> int:
+        self.check_modality(modality)
+        return self.video_frames if modality == "video" else 1
+
+    def frames(self, item: Media) -> np.ndarray:
+        """``video_frames`` evenly spaced frames of a video item (uint8 ``[F, H, W, 3]``)."""
+        data = np.asarray(item.data)
+        if data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8 or 0 in data.shape:
+            raise MediaError(f"video must be uint8 [frames, H, W, 3], got {data.dtype} {data.shape}", item=item.label)
+        picks = np.linspace(0, len(data) - 1, self.video_frames).round().astype(int)
+        return data[picks]
+
+    def inputs(self, items: Sequence[Media], modality: str) -> torch.Tensor:
+        """The network inputs of ``items`` (one view each; video: one per frame), for training."""
+        if modality == "video":
+            return torch.cat([torch.stack([pre.image_tensor(f) for f in self.frames(m)]) for m in items])
+        return torch.cat([self._views(m, modality) for m in items])
+
+    @torch.no_grad()
+    def encode(self, items: Sequence[Media], modality: str) -> torch.Tensor:
+        """Unit features ``[B, tokens_per_item(modality), embed_dim]``."""
+        items = self.check_items(items, modality)
+        param = next(self.model.parameters())
+        tokens = self.tokens_per_item(modality)
+        if not items:
+            return torch.zeros(0, tokens, self.embed_dim, device=param.device)
+        tower = "text" if modality == "text" else "audio" if modality == "audio" else "vision"
+        x = self.inputs(items, modality)
+        if modality != "text":
+            x = x.to(dtype=param.dtype)
+        out = torch.cat([self.model.embed(tower, chunk.to(param.device)) for chunk in x.split(self.batch_size)])
+        return out.float().view(len(items), tokens, self.embed_dim)
+
+
+def save_encoder(encoder_model: ImageBindModel, path: str | Path) -> Path:
+    """Write the network's state dict (float16) to ``path``; round the live weights to match."""
+    from safetensors.torch import save_file
+
+    with torch.no_grad():
+        for tensor in list(encoder_model.parameters()) + list(encoder_model.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
+             for k, v in encoder_model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"format": "codi2-toy-encoder"})
+    return path

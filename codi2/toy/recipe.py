@@ -1,0 +1,535 @@
+"""``codi2 train --preset toy``: the toy CoDi-2, reproduced from nothing in sequential phases.
+
+1. **world** — every image item (36) and audio item (54; rain drawn with several seeds).
+2. **encoder** — a tiny ImageBind (``toy-encoder``) trained contrastively: each item's embedding,
+   and its caption's text embedding, is contrasted (InfoNCE) against one *prototype* per world
+   item, the normalised sum of fixed random attribute vectors (colour, shape, size, overlay;
+   the cross-modal rule shares vectors: colour = pitch, shape = waveform). So the space is aligned
+   across image/audio/text and attributes compose — which is what lets the LLM reach held-out
+   combinations. A squared pull toward the prototype tightens the geometry.
+3. **image decoder** and 4. **audio decoder** — diffusion on the cached encoder embeddings of
+   every world item (the decoders play pretrained backbones and may see held-out items),
+   conditioning noise-augmented, EMA weights kept.
+5. **MLLM** — the core :class:`~codi2.core.model.CoDi2Model` (toy encoder -> projector -> tiny
+   Llama -> slots -> projector) trained on the conversations of :mod:`codi2.toy.tasks`
+   (``split="train"``: no held-out answer) with the CoDi-2 objective's text and feature terms.
+   The diffusion term is off here: back-propagating through a UNet per sample costs more than
+   this budget; the feature term regresses exactly the decoders' conditioning.
+6. **evaluation** — decoder accuracy on every world item, and the model on a few prompts of
+   every task, seen and held-out, judged by :mod:`codi2.toy.analysers`.
+
+Every phase has a time budget *and* a step cap (whichever comes first); each writes its result
+into the output directory, and a phase whose file exists is skipped on a rerun (``resume``).
+The output directory is a codi2 model directory (``codi2.load(DIR)``), plus ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codi2.plugins.toy import AUDIO_DECODER_FILE, ENCODER_FILE, IMAGE_DECODER_FILE, LLM_DIR
+
+PHASES = ("encoder", "image_decoder", "audio_decoder", "mllm")
+#: InfoNCE temperature and the weight of the squared pull toward the prototype (encoder phase)
+ENCODER_TEMPERATURE, ENCODER_PULL = 0.1, 1.0
+#: whether the attribute vectors behind the prototypes are learnt (else fixed random vectors)
+ENCODER_LEARN_PROTOTYPES = False
+
+
+@dataclass
+class PhaseBudget:
+    minutes: float
+    steps: int
+    batch: int
+    lr: float
+
+
+@dataclass
+class RecipeSettings:
+    """Sizes and budgets. :meth:`full` is the shipped model's recipe (about 30 min on 2 cores),
+    :meth:`smoke` a seconds-long run of the same code (tests)."""
+
+    encoder: PhaseBudget
+    image_decoder: PhaseBudget
+    audio_decoder: PhaseBudget
+    mllm: PhaseBudget
+    threads: int = 2
+    seed: int = 0
+    rain_seeds: int = 3
+    #: toy-encoder architecture options (width, heads, blocks, embed_dim)
+    encoder_size: dict[str, int] = field(default_factory=dict)
+    decoder_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    llm_hidden: int = 128
+    llm_layers: int = 4
+    llm_heads: int = 4
+    samples_per_task: int = 600
+    #: tasks that get more training conversations (relational tasks learn slowest)
+    task_weight: dict[str, int] = field(default_factory=lambda: {"image_exemplar": 3, "audio_exemplar": 2, "video_next": 2})
+    eval_per_task: int = 6
+    eval_steps: int = 20
+
+    @classmethod
+    def full(cls, minutes: float = 30.0, threads: int = 2) -> RecipeSettings:
+        share = minutes / 30.0
+        return cls(
+            encoder=PhaseBudget(4.0 * share, 900, 12, 3e-3),
+            image_decoder=PhaseBudget(5.0 * share, 20000, 32, 1e-3),
+            audio_decoder=PhaseBudget(9.0 * share, 20000, 32, 1e-3),
+            mllm=PhaseBudget(8.0 * share, 50000, 48, 1e-3),
+            threads=threads,
+        )
+
+    @classmethod
+    def smoke(cls) -> RecipeSettings:
+        return cls(
+            encoder=PhaseBudget(0.2, 3, 4, 2e-3),
+            image_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
+            audio_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
+            mllm=PhaseBudget(0.3, 6, 4, 1e-3),
+            threads=1, rain_seeds=1, decoder_channels=[8, 16], llm_hidden=32, llm_layers=1, llm_heads=2,
+            samples_per_task=2, eval_per_task=1, eval_steps=2,
+        )
+
+
+class _Clock:
+    """Stops a phase at its time budget or step cap, whichever comes first."""
+
+    def __init__(self, budget: PhaseBudget):
+        self.budget, self.start, self.step = budget, time.monotonic(), 0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
+    def fraction(self) -> float:
+        return max(self.step / self.budget.steps, self.elapsed / (60 * self.budget.minutes))
+
+    def running(self) -> bool:
+        return self.step < self.budget.steps and self.elapsed < 60 * self.budget.minutes
+
+    def lr(self) -> float:
+        """Constant, then a linear decay over the last 30 % of the phase."""
+        return self.budget.lr * min(1.0, max(0.05, (1 - self.fraction) / 0.3))
+
+
+class MemoryCache:
+    """An in-memory feature cache for :attr:`CoDi2Model.feature_cache`."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.store.get(key)
+
+    def put(self, key: str, tensor: Any) -> None:
+        self.store[key] = tensor
+
+
+# --- 1. the world ------------------------------------------------------------------------------
+
+
+def world_items(rain_seeds: int) -> tuple[list[Any], list[Any]]:
+    """``[(ImageItem, Media)]`` for every image item, ``[(AudioItem, Media)]`` for every audio
+    item (rain items once per seed)."""
+    from codi2.toy import world as w
+
+    images = [(item, w.to_media(item)) for item in w.all_image_items()]
+    audio = []
+    for item in w.all_audio_items():
+        for seed in range(rain_seeds if item.overlay == "rain" else 1):
+            audio.append((item, w.to_media(item, seed=1000 + seed)))
+    return images, audio
+
+
+# --- 2. the encoder ------------------------------------------------------------------------------
+
+
+def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from codi2.plugins.encoders.imagebind import preprocess as pre
+    from codi2.plugins.toy import ToyEncoderOptions, load_encoder
+    from codi2.plugins.toy.encoder import save_encoder
+    from codi2.toy import world as w
+
+    images, audio = world_items(settings.rain_seeds)
+    encoder = load_encoder(ToyEncoderOptions(random_init=True, seed=settings.seed, **settings.encoder_size))
+    net = encoder.model
+    net.requires_grad_(True)
+    x_img = encoder.inputs([m for _, m in images], "image")
+    x_aud = encoder.inputs([m for _, m in audio], "audio")
+    t_img = pre.text_tokens([w.caption(i) for i, _ in images])
+    t_aud = pre.text_tokens([w.caption(i) for i, _ in audio])
+
+    # one prototype per world item: the sum of its attribute vectors (shared across modalities)
+    dim = encoder.embed_dim
+    gen = torch.Generator().manual_seed(settings.seed)
+    tables = torch.nn.ParameterDict({
+        name: torch.nn.Parameter(torch.randn(n, dim, generator=gen) / math.sqrt(dim))
+        for name, n in (("colour", 6), ("shape", 3), ("size", 2), ("overlay", 3))
+    })
+    colours, shapes = list(w.COLOURS), list(w.SHAPES)
+    image_attrs = torch.tensor([[colours.index(i.colour), shapes.index(i.shape), w.SIZES.index(i.size)] for i, _ in images])
+    audio_items = w.all_audio_items()
+    unique_audio_attrs = torch.tensor([[colours.index(w.COLOUR_OF_PITCH[a.pitch]), shapes.index(w.SHAPE_OF_WAVEFORM[a.waveform]),
+                                        w.OVERLAYS.index(a.overlay)] for a in audio_items])
+    audio_labels = torch.tensor([audio_items.index(i) for i, _ in audio]) + len(images)
+    image_labels = torch.arange(len(images))
+
+    def prototypes() -> torch.Tensor:
+        img = tables["colour"][image_attrs[:, 0]] + tables["shape"][image_attrs[:, 1]] + tables["size"][image_attrs[:, 2]]
+        aud = (tables["colour"][unique_audio_attrs[:, 0]] + tables["shape"][unique_audio_attrs[:, 1]]
+               + tables["overlay"][unique_audio_attrs[:, 2]])
+        return F.normalize(torch.cat([img, aud]), dim=-1)
+
+    params = list(net.parameters()) + (list(tables.parameters()) if ENCODER_LEARN_PROTOTYPES else [])
+    opt = torch.optim.AdamW(params, lr=settings.encoder.lr, weight_decay=0.0)
+    clock = _Clock(settings.encoder)
+    while clock.running():
+        for group in opt.param_groups:
+            group["lr"] = clock.lr()
+        protos = prototypes()
+        loss = torch.zeros(())
+        for tower, x, labels in (("vision", x_img, image_labels), ("audio", x_aud, audio_labels),
+                                 ("text", t_img, image_labels), ("text", t_aud, audio_labels)):
+            if settings.encoder.batch:  # a random minibatch per tower (more, cheaper updates)
+                pick = torch.randperm(len(x), generator=gen)[: settings.encoder.batch]
+                x, labels = x[pick], labels[pick]
+            emb = net.embed(tower, x)
+            logits = emb @ protos.T / ENCODER_TEMPERATURE
+            loss = loss + F.cross_entropy(logits, labels) + ENCODER_PULL * (emb - protos[labels]).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        clock.step += 1
+        if clock.step % 25 == 0 or clock.step == 1:
+            log(f"encoder step {clock.step} loss {loss.item():.4f} ({clock.elapsed:.0f} s)")
+    net.requires_grad_(False)
+    save_encoder(net, out / ENCODER_FILE)
+    metrics = encoder_metrics(encoder, images, audio)
+    with torch.no_grad():
+        protos = prototypes()
+        for tower, x, labels in (("image", x_img, image_labels), ("audio", x_aud, audio_labels)):
+            emb = net.embed("vision" if tower == "image" else "audio", x)
+            metrics[f"{tower}_to_prototype"] = round(float((emb @ protos.T).argmax(1).eq(labels).float().mean()), 3)
+    log(f"encoder done: {clock.step} steps in {clock.elapsed:.0f} s; {metrics}")
+    return {"steps": clock.step, "seconds": round(clock.elapsed, 1), "final_loss": round(loss.item(), 4), **metrics}
+
+
+def encoder_metrics(encoder: Any, images: list, audio: list) -> dict[str, float]:
+    """Retrieval accuracies: item -> its caption (text embedding), image -> its sound."""
+    import torch
+
+    from codi2.core.types import Media
+    from codi2.toy import world as w
+
+    with torch.no_grad():
+        e_img = encoder.encode([m for _, m in images], "image")[:, 0]
+        e_aud = encoder.encode([m for _, m in audio], "audio")[:, 0]
+        caps_i = [w.caption(i) for i, _ in images]
+        caps_a = sorted({w.caption(i) for i, _ in audio})
+        t_img = encoder.encode([Media("text", c) for c in caps_i], "text")[:, 0]
+        t_aud = encoder.encode([Media("text", c) for c in caps_a], "text")[:, 0]
+        img_txt = (e_img @ t_img.T).argmax(1).eq(torch.arange(len(images))).float().mean()
+        aud_txt = torch.tensor([caps_a[j] == w.caption(i) for (i, _), j in zip(audio, (e_aud @ t_aud.T).argmax(1).tolist())]).float().mean()
+        plain = [(i, e) for (i, _), e in zip(audio, e_aud) if i.overlay == "none"]
+        sims = e_img @ torch.stack([e for _, e in plain]).T
+        img_snd = torch.tensor([plain[j][0] == w.sound_of(i) for (i, _), j in zip(images, sims.argmax(1).tolist())]).float().mean()
+    return {"image_to_caption": round(float(img_txt), 3), "audio_to_caption": round(float(aud_txt), 3),
+            "image_to_sound": round(float(img_snd), 3)}
+
+
+# --- 3-4. the decoders -------------------------------------------------------------------------
+
+
+def decoder_options(settings: RecipeSettings, out: Path, **extra: Any) -> dict[str, Any]:
+    return {"encoder": {"weights": str(out / ENCODER_FILE), **settings.encoder_size}, "channels": list(settings.decoder_channels), **extra}
+
+
+def train_decoder(modality: str, settings: RecipeSettings, out: Path, log: Callable[[str], None],
+                  warm_start: Path | None = None) -> dict[str, Any]:
+    """Train one decoder; ``warm_start`` continues from a weights file (a resumed phase)."""
+    import copy
+
+    import torch
+
+    from codi2.plugins.toy import ToyDecoderOptions, load_audio_decoder, load_image_decoder
+
+    budget = settings.image_decoder if modality == "image" else settings.audio_decoder
+    load = load_image_decoder if modality == "image" else load_audio_decoder
+    options = ToyDecoderOptions.model_validate(decoder_options(settings, out, random_init=True, seed=settings.seed))
+    decoder = load(options)
+    if warm_start is not None:
+        decoder.load_weights(warm_start)
+    images, audio = world_items(settings.rain_seeds)
+    pairs = images if modality == "image" else audio
+    media = [m for _, m in pairs]
+    cond = decoder.target_features(media)
+    signals = decoder.signals(media)
+    decoder.set_trainable("full")
+    decoder.train()
+    ema = copy.deepcopy(decoder.network_state())
+    ema = {k: v.detach().clone() for k, v in ema.items()}
+    params = [p for p in decoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(settings.seed)
+    clock = _Clock(budget)
+    running = None
+    while clock.running():
+        for group in opt.param_groups:
+            group["lr"] = clock.lr()
+        idx = torch.randint(0, len(media), (budget.batch,), generator=gen)
+        noisy = cond[idx] + options.cond_noise * torch.randn(cond[idx].shape, generator=gen)
+        loss = decoder.diffusion_loss(noisy, None, generator=gen, signals=signals[idx])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        clock.step += 1
+        decay = min(0.995, (1 + clock.step) / (10 + clock.step))
+        with torch.no_grad():
+            for k, v in decoder.network_state().items():
+                ema[k].lerp_(v.detach(), 1 - decay)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if clock.step % 50 == 0 or clock.step == 1:
+            log(f"{modality} decoder step {clock.step} loss {running:.4f} ({clock.elapsed:.0f} s)")
+    decoder.load_state_dict(ema, strict=False)
+    decoder.set_trainable("frozen")
+    decoder.eval()
+    path = out / (IMAGE_DECODER_FILE if modality == "image" else AUDIO_DECODER_FILE)
+    decoder.save_weights(path)
+    accuracy = decoder_accuracy(decoder, pairs, settings.eval_steps, settings.seed)
+    log(f"{modality} decoder done: {clock.step} steps in {clock.elapsed:.0f} s, accuracy {accuracy}")
+    return {"steps": clock.step, "seconds": round(clock.elapsed, 1), "final_loss": round(running or 0.0, 5), **accuracy}
+
+
+def decoder_accuracy(decoder: Any, pairs: list, steps: int, seed: int) -> dict[str, float]:
+    """Render every distinct world item from its own embedding; the analysers judge them."""
+    import torch
+
+    from codi2.toy import analysers
+
+    seen: dict[Any, Any] = {}
+    for item, media in pairs:
+        seen.setdefault(item, media)
+    items = list(seen)
+    cond = decoder.target_features([seen[i] for i in items])
+    outputs = decoder.generate(cond, steps=steps, generator=torch.Generator().manual_seed(seed))
+    hits = [analysers.analyse(o).item == i for i, o in zip(items, outputs)]
+    return {"exact": round(sum(hits) / len(hits), 3), "items": len(hits)}
+
+
+# --- 5. the MLLM -------------------------------------------------------------------------------
+
+
+def llm_corpus() -> list[str]:
+    from codi2.toy import tasks
+    from codi2.toy import world as w
+
+    texts = [t for info in tasks.TASKS.values() for t in info.templates]
+    texts += list(tasks.NO_EXAMPLES.values()) + [tasks.ANSWER, tasks.ANSWER_SOUND, "user: assistant:"]
+    texts += [w.caption(i) for i in w.all_image_items() + w.all_audio_items()]
+    for s in tasks.TASKS:  # the rendered prompts, with their words filled in
+        texts += [m["content"][0]["text"] for smp in tasks.make_samples(s, 20, seed=99, split="eval")
+                  for m in smp.conversation if isinstance(m["content"], list) and m["content"] and m["content"][0]["type"] == "text"]
+    return texts * 4 + [" ".join(tasks.vocabulary())]
+
+
+def model_config(settings: RecipeSettings, out: Path, encoder_dim: int) -> dict[str, Any]:
+    """The codi2 configuration of the toy model, with weight paths inside ``out``."""
+    return {
+        "encoders": [{"plugin": "toy-encoder", "options": {"weights": str(out / ENCODER_FILE), **settings.encoder_size}}],
+        "llm": {"plugin": "toy-llm", "options": {"model": str(out / LLM_DIR), "init": "random", "trainable": "full", "dtype": "float32"}},
+        "decoders": {
+            "image": {"plugin": "toy-image-decoder", "options": decoder_options(settings, out, weights=str(out / IMAGE_DECODER_FILE))},
+            "audio": {"plugin": "toy-audio-decoder", "options": decoder_options(settings, out, weights=str(out / AUDIO_DECODER_FILE))},
+        },
+        "loss": {"alpha": float(encoder_dim), "text": True, "feature": True, "diffusion": False},
+        "generation": {"max_new_tokens": 24, "temperature": 0.0, "steps": settings.eval_steps},
+        "max_input_tokens": 512,
+    }
+
+
+def toy_registry() -> Any:
+    """The default registry, plus the toy plugin if the built-ins do not list it yet."""
+    from codi2.registry import Registry
+
+    registry = Registry.create()
+    if "toy-encoder" not in registry.names("encoder"):
+        import codi2.plugins.toy as toy_plugin
+
+        registry.register_plugin(toy_plugin, "codi2.plugins.toy")
+    return registry
+
+
+def training_sequences(model: Any, settings: RecipeSettings, log: Callable[[str], None]) -> list[Any]:
+    from codi2.core.messages import normalize_messages
+    from codi2.toy import tasks
+
+    seqs = []
+    for k, task in enumerate(tasks.TASKS):
+        count = settings.samples_per_task * settings.task_weight.get(task, 1)
+        for sample in tasks.make_samples(task, count, seed=settings.seed + k, split="train"):
+            seqs.append(model.sequence(normalize_messages(sample.conversation), training=True))
+    log(f"mllm: {len(seqs)} training conversations, {sum(map(len, seqs)) / len(seqs):.1f} tokens on average")
+    return seqs
+
+
+def train_mllm(settings: RecipeSettings, out: Path, log: Callable[[str], None], registry: Any,
+               warm_start: bool = False) -> dict[str, Any]:
+    """Train the MLLM stages; ``warm_start`` continues from the model saved in ``out``."""
+    import torch
+
+    from codi2.core.config import ModelConfig
+    from codi2.core.model import CoDi2Model
+    from codi2.plugins.toy.llm import build_toy_llm_dir
+
+    if warm_start:
+        model = CoDi2Model.from_pretrained(out, registry)
+    else:
+        build_toy_llm_dir(out / LLM_DIR, llm_corpus(), hidden_size=settings.llm_hidden, layers=settings.llm_layers, heads=settings.llm_heads)
+        torch.manual_seed(settings.seed)
+        config = ModelConfig.from_dict(model_config(settings, out, 64), source="toy recipe")
+        model = CoDi2Model.from_config(config, registry)
+        config.loss.alpha = float(model.encoder_for["image"].embed_dim)
+    model.feature_cache = MemoryCache()
+    model.set_trainable(llm="full", decoders="frozen")
+    seqs = training_sequences(model, settings, log)
+    budget = settings.mllm
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=0.01)
+    rng = random.Random(settings.seed)
+    clock = _Clock(budget)
+    model.train()
+    running: dict[str, float] = {}
+    while clock.running():
+        warm = min(1.0, (clock.step + 1) / 50)
+        for group in opt.param_groups:
+            group["lr"] = clock.lr() * warm
+        losses = model(model.batch(rng.sample(seqs, budget.batch)))
+        opt.zero_grad()
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        clock.step += 1
+        for k in ("text", "feature", "total"):
+            running[k] = losses[k].item() if k not in running else 0.95 * running[k] + 0.05 * losses[k].item()
+        if clock.step % 25 == 0 or clock.step == 1:
+            log(f"mllm step {clock.step} text {running['text']:.4f} feature {running['feature']:.5f} ({clock.elapsed:.0f} s)")
+    model.eval()
+    model.save_pretrained(out)
+    log(f"mllm done: {clock.step} steps in {clock.elapsed:.0f} s")
+    return {"steps": clock.step, "seconds": round(clock.elapsed, 1), "conversations": len(seqs),
+            **{f"final_{k}_loss": round(v, 5) for k, v in running.items()}}
+
+
+# --- 6. evaluation -------------------------------------------------------------------------------
+
+
+def evaluate(model: Any, n: int, seed: int, steps: int) -> dict[str, Any]:
+    """Accuracy per task (every expected output right), seen vs held-out; exemplar tasks also
+    without their in-context examples."""
+    from codi2.toy import analysers, tasks
+
+    def run(sample: Any, prompt: str | None = None, media: dict | None = None) -> bool:
+        if sample.task == "multi_round":
+            chat = model.chat()
+            ok, used = True, 0
+            for turn, count in zip(sample.prompts, sample.rounds):
+                answer = chat.ask(turn, seed=seed, steps=steps)
+                want = sample.expected[used : used + count]
+                used += count
+                ok = ok and all(c.passed for c in analysers.judge(want, answer.media, answer.text))
+            return ok
+        answer = model.generate(prompt or sample.prompt, media=sample.media if media is None else media, seed=seed, steps=steps)
+        return all(c.passed for c in analysers.judge(sample.expected, answer.media, answer.text))
+
+    report: dict[str, Any] = {}
+    for task, info in tasks.TASKS.items():
+        row: dict[str, Any] = {}
+        splits = [("seen", False)] + ([("held_out", True)] if info.can_hold_out else [])
+        for label, held in splits:
+            samples = tasks.make_samples(task, n, seed=seed + 7, split="eval", held_out=held)
+            row[label] = round(sum(run(s) for s in samples) / n, 3)
+            if info.exemplar:
+                row[f"{label}_no_examples"] = round(sum(run(s, *s.without_examples()) for s in samples) / n, 3)
+        report[task] = row
+    return report
+
+
+# --- the recipe ---------------------------------------------------------------------------------
+
+
+def run_recipe(out: str | Path, settings: RecipeSettings | None = None, *, resume: bool = True,
+               log: Callable[[str], None] = print, registry: Any = None) -> dict[str, Any]:
+    """Run every phase into ``out`` (a codi2 model directory afterwards) and return the report."""
+    import torch
+
+    settings = settings or RecipeSettings.full()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(settings.threads)
+    registry = registry or toy_registry()
+    report_path = out / "report.json"
+    report: dict[str, Any] = json.loads(report_path.read_text()) if resume and report_path.is_file() else {}
+    report["settings"] = asdict(settings)
+    start = time.monotonic()
+    done = {
+        "encoder": out / ENCODER_FILE, "image_decoder": out / IMAGE_DECODER_FILE,
+        "audio_decoder": out / AUDIO_DECODER_FILE, "mllm": out / "model.safetensors",
+    }
+    for phase in PHASES:
+        if resume and done[phase].is_file() and phase in report:
+            log(f"{phase}: found {done[phase].name}, skipped")
+            continue
+        log(f"--- phase {phase}")
+        if phase == "encoder":
+            report[phase] = train_encoder(settings, out, log)
+        elif phase in ("image_decoder", "audio_decoder"):
+            report[phase] = train_decoder(phase.split("_")[0], settings, out, log)
+        else:
+            report[phase] = train_mllm(settings, out, log, registry)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+    log("--- phase evaluation")
+    from codi2.core.model import CoDi2Model
+
+    t0 = time.monotonic()
+    model = CoDi2Model.from_pretrained(out, registry)
+    report["evaluation"] = evaluate(model, settings.eval_per_task, settings.seed, settings.eval_steps)
+    report["evaluation_seconds"] = round(time.monotonic() - t0, 1)
+    report["total_seconds"] = round(time.monotonic() - start, 1)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    log(json.dumps(report["evaluation"]))
+    return report
+
+
+def ship(out: str | Path, target: str | Path | None = None) -> Path:
+    """Copy a recipe's model directory into the package (``codi2/assets/toy``), with the weight
+    paths of its config replaced by the packaged defaults."""
+    from codi2.plugins.toy import asset_dir
+
+    out, target = Path(out), Path(target) if target else asset_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (ENCODER_FILE, IMAGE_DECODER_FILE, AUDIO_DECODER_FILE, "model.safetensors", "report.json"):
+        shutil.copy2(out / name, target / name)
+    shutil.copytree(out / LLM_DIR, target / LLM_DIR, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    config["encoders"][0]["options"].pop("weights", None)
+    config["llm"]["options"].pop("model", None)
+    for dec in config["decoders"].values():
+        dec["options"].pop("weights", None)
+        dec["options"]["encoder"].pop("weights", None)
+    (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for path in target.rglob("*"):  # temp-file writes leave 0600; a package's data is world-readable
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
