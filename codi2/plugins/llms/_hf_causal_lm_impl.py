@@ -121,12 +121,14 @@ class HFCausalLM(nn.Module):
         earlier calls. With a mask, positions count only attended tokens, so a left-padded row
         gives the same result as the unpadded one. ``past`` is the transformers cache returned
         by the previous call; it is extended in place, so continue each past only once.
-        ``use_cache`` defaults to on, except while training with gradient checkpointing (the
-        recomputed backward pass would append to the cache a second time).
+        ``use_cache`` defaults to on, except in a training forward that builds a graph and
+        continues no ``past``: nothing reads that cache (and with gradient checkpointing the
+        recomputed backward pass would append to it a second time).
         """
         hf = self.hf_model
         if use_cache is None:
-            use_cache = not (self.training and self.gradient_checkpointing and torch.is_grad_enabled())
+            training_graph = self.training and torch.is_grad_enabled()
+            use_cache = not training_graph or (past is not None and not self.gradient_checkpointing)
         weight = self.model.get_input_embeddings().weight
         inputs_embeds = inputs_embeds.to(device=weight.device, dtype=weight.dtype)
         mask = self._full_mask(inputs_embeds, attention_mask, past)
