@@ -27,16 +27,10 @@ from codi2.testing import check_decoder, test_media
 
 STEPS = 2
 # raised by the stock pipeline's own GPT-2 loop (the reference side of the parity tests)
-pytestmark = pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convolutions on shared CPUs: one thread is far faster than oversubscribed threads
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,7 @@ from codi2.testing import check_decoder, test_media
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convolutions on shared CPUs: one thread is ~10x faster than oversubscribed threads
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ from codi2.toy.world import AudioItem, ImageItem
 FAST = {"max_new_tokens": 6, "steps": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on shared cores: one thread avoids oversubscription (many times faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

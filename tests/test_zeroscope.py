@@ -24,13 +24,7 @@ STEPS = 2
 SHAPE = {"num_frames": 3, "height": 16, "width": 24}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny convolutions on shared CPUs: one thread is far faster than oversubscribed threads
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
