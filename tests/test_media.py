@@ -462,3 +462,15 @@ def test_importing_media_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_gif_video_decodes_without_ffmpeg_losslessly_and_names_damage(tmp_path):
+    frames = np.stack([np.full((8, 10, 3), (40 * i, 200 - 30 * i, 90), np.uint8) for i in range(6)])
+    path = save_media(Media("video", frames, fps=4.0), tmp_path / "clip.gif")
+    back = load_media(path, "video")
+    assert np.array_equal(back.data, frames) and back.fps == pytest.approx(4.0)
+    three = load_media(path, "video", video_frames=3)
+    assert np.array_equal(three.data, frames[[0, 2, 5]]) and three.meta["frame_indices"] == [0, 2, 5]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(MediaDecodeError, match="clip.gif.*not a readable GIF"):
+        load_media(path, "video")

@@ -8,7 +8,7 @@ import torch
 from codi2.testing import check_decoder, check_encoder
 from codi2.toy import world as w
 
-SMALL = {"channels": [8, 16], "random_init": True, "encoder": {"random_init": True}}
+SMALL = {"random_init": True, "encoder": {"random_init": True}}
 
 
 def _registry():
@@ -36,18 +36,27 @@ def test_toy_encoder_passes_the_contract_kit(registry):
     assert not torch.allclose(feats[0], feats[1])  # different frames, different tokens
 
 
-@pytest.mark.parametrize("plugin, items", [
-    ("toy-image-decoder", [w.ImageItem("circle", "red"), w.ImageItem("triangle", "green", "small")]),
-    ("toy-audio-decoder", [w.AudioItem("C4", "sine"), w.AudioItem("A4", "square", "bell")]),
+@pytest.mark.parametrize("plugin, channels, items", [
+    ("toy-image-decoder", [8, 16], [w.ImageItem("circle", "red"), w.ImageItem("triangle", "green", "small")]),
+    ("toy-audio-decoder", [16], [w.AudioItem("C4", "sine"), w.AudioItem("A4", "square", "bell")]),
 ])
-def test_toy_decoders_pass_the_contract_kit(registry, plugin, items):
-    decoder = registry.load("decoder", {"plugin": plugin, "options": SMALL})
+def test_toy_decoders_pass_the_contract_kit(registry, plugin, channels, items):
+    decoder = registry.load("decoder", {"plugin": plugin, "options": {**SMALL, "channels": channels}})
     check_decoder(decoder, [w.to_media(i) for i in items])
     out = decoder.generate(torch.randn(1, 1, decoder.condition.dim), steps=2, generator=torch.Generator().manual_seed(0))[0]
     if plugin == "toy-image-decoder":
         assert out.data.shape == (32, 32, 3) and out.data.dtype.name == "uint8"
     else:
         assert out.sample_rate == 16000 and out.data.shape == (16000,)
+
+
+def test_bad_decoder_widths_are_config_errors(registry):
+    from codi2.errors import Codi2Error
+
+    with pytest.raises(Codi2Error, match="one width"):
+        registry.load("decoder", {"plugin": "toy-audio-decoder", "options": {**SMALL, "channels": [16, 32]}})
+    with pytest.raises(Codi2Error, match="multiple of 8"):
+        registry.load("decoder", {"plugin": "toy-image-decoder", "options": {**SMALL, "channels": [12, 16]}})
 
 
 def test_audio_representation_inverts_to_the_same_world_item():
@@ -65,49 +74,28 @@ def test_audio_representation_inverts_to_the_same_world_item():
         assert analyse_audio(wave).item == item
 
 
-def test_a_short_training_run_lowers_the_loss(tmp_path, registry):
-    """The recipe's MLLM path: toy LLM directory, toy components, the CoDi-2 objective."""
-    from codi2.core.config import ModelConfig
-    from codi2.core.messages import normalize_messages
-    from codi2.core.model import CoDi2Model
-    from codi2.plugins.toy.encoder import save_encoder
-    from codi2.plugins.toy.llm import build_toy_llm_dir
-    from codi2.toy import tasks
-    from codi2.toy.recipe import (
-        AUDIO_DECODER_FILE,
-        ENCODER_FILE,
-        IMAGE_DECODER_FILE,
-        LLM_DIR,
-        RecipeSettings,
-        llm_corpus,
-        model_config,
-    )
+def test_the_recipe_runs_every_phase_and_the_mllm_run_lowers_the_loss(tmp_path, registry):
+    """``codi2 train --preset toy`` at a tiny size: every phase writes its file, the MLLM phase is
+    codi2's trainer on a JSONL dataset of the task conversations, and its loss goes down."""
+    import json
+
+    import codi2
+    from codi2.toy.recipe import PhaseBudget, RecipeSettings, run_recipe
+    from codi2.training.data import validate_files
 
     settings = RecipeSettings.smoke()
-    encoder = registry.load("encoder", {"plugin": "toy-encoder", "options": {"random_init": True}})
-    save_encoder(encoder.model, tmp_path / ENCODER_FILE)
-    for plugin, name in (("toy-image-decoder", IMAGE_DECODER_FILE), ("toy-audio-decoder", AUDIO_DECODER_FILE)):
-        options = {"channels": settings.decoder_channels, "random_init": True, "encoder": {"weights": str(tmp_path / ENCODER_FILE)}}
-        registry.load("decoder", {"plugin": plugin, "options": options}).save_weights(tmp_path / name)
-    build_toy_llm_dir(tmp_path / LLM_DIR, llm_corpus(), hidden_size=32, layers=1, heads=2)
-    torch.manual_seed(0)
-    model = CoDi2Model.from_config(ModelConfig.from_dict(model_config(settings, tmp_path, 64)), registry)
-    model.set_trainable(llm="full", decoders="frozen")
-    samples = [s for t in ("image_to_text", "text_to_image", "image_exemplar") for s in tasks.make_samples(t, 3, seed=1)]
-    batch = model.batch([model.sequence(normalize_messages(s.conversation), training=True) for s in samples])
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-2)
-    first = None
-    for _ in range(15):
-        losses = model(batch)
-        first = first if first is not None else {k: v.item() for k, v in losses.items()}
-        opt.zero_grad()
-        losses["total"].backward()
-        opt.step()
-    last = {k: v.item() for k, v in model(batch).items()}
-    assert last["text"] < 0.75 * first["text"] and last["feature"] < first["feature"], (first, last)
-    # a toy word is one token: the tokenizer was learnt on the world's prompts
-    assert len(model.llm.tokenize("triangle")) == 1
+    settings.mllm = PhaseBudget(1.0, 25, 8, 1e-2)
+    settings.samples_per_task, settings.eval_per_task = 3, 0
+    report = run_recipe(tmp_path, settings, log=lambda line: None, registry=registry)
+    assert report["mllm"]["steps"] == 25 and report["mllm"]["conversations"] == 3 * (14 + 2 + 1 + 1)  # 14 tasks, three weighted x3, x2, x2
+    assert not validate_files([tmp_path / "data" / "train.jsonl"], decode=True).problems
+    assert json.loads((tmp_path / "mllm-train.json").read_text())["stage"] == "custom"  # a `codi2 train --config` file
+    logged = [json.loads(line) for line in (tmp_path / "mllm-run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["text"] < 0.8 * logged[0]["text"] and logged[-1]["feature"] < logged[0]["feature"], logged
+    model = codi2.load(tmp_path, registry=registry)  # the output directory is a codi2 model
+    assert len(model.llm.tokenize("triangle")) == 1  # a toy word is one token: the tokenizer learnt the world's prompts
+    again = run_recipe(tmp_path, settings, log=lambda line: None, registry=registry)  # every phase done: all skipped
+    assert again["mllm"] == report["mllm"]
 
 
 # --- the shipped model -----------------------------------------------------------------------------

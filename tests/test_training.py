@@ -212,6 +212,18 @@ def test_resume_continues_the_same_loss_curve(tmp_path, data):
     np.testing.assert_allclose([h["lr"] for h in longer.history], [h["lr"] for h in straight.history[5:]], rtol=1e-12)
 
 
+def test_max_minutes_stops_the_run_with_a_final_model_and_a_resumable_checkpoint(tmp_path, data):
+    config = run_config(tmp_path, data, max_minutes=0.0005)  # 30 ms: over after the first step
+    config["model"] = model_config(delay=0.05)
+    stopped = train(config, make_registry())
+    assert stopped.timed_out and 1 <= stopped.step < 12
+    assert stopped.final_dir is not None and (stopped.final_dir / "model.safetensors").is_file()
+    assert stopped.last_checkpoint is not None and stopped.last_checkpoint.name == f"step-{stopped.step:06d}"
+    config["max_minutes"] = None
+    rest = train(config, make_registry(), resume="auto")
+    assert not rest.timed_out and rest.step == 12 and rest.history[0]["step"] == stopped.step + 1
+
+
 def child_run(config_path: str, go: str) -> None:
     """Entry point of the subprocess killed by the test below: imports first, then waits for
     the test to say go (so its start-up overlaps the test's own reference run)."""

@@ -228,7 +228,7 @@ def analyse_audio(audio: Any) -> Reading:
     if all(r < SINE_MAX for r in ratios.values()):
         waveform, waveform_margin = "sine", min(1.0, float(np.log(SINE_MAX / max(max(ratios.values()), 1e-6)) / np.log(4)))
     else:  # square (1/n) against triangle (1/n^2): log distance from the boundary, averaged
-        score = float(np.mean([np.log(r / SQUARE_TRIANGLE_BOUNDARY[n]) for n, r in ratios.items()]))
+        score = float(np.mean([np.log(max(r, 1e-6) / SQUARE_TRIANGLE_BOUNDARY[n]) for n, r in ratios.items()]))
         waveform, waveform_margin = ("square" if score > 0 else "triangle"), min(1.0, abs(score) / 0.5)
 
     stft = _stft(wave, STFT_SIZE, STFT_HOP)

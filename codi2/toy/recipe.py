@@ -11,15 +11,17 @@
    every world item (the decoders play pretrained backbones and may see held-out items),
    conditioning noise-augmented, EMA weights kept.
 5. **MLLM** — the core :class:`~codi2.core.model.CoDi2Model` (toy encoder -> projector -> tiny
-   Llama -> slots -> projector) trained on the conversations of :mod:`codi2.toy.tasks`
-   (``split="train"``: no held-out answer) with the CoDi-2 objective's text and feature terms.
-   The diffusion term is off here: back-propagating through a UNet per sample costs more than
-   this budget; the feature term regresses exactly the decoders' conditioning.
+   Llama -> slots -> projector) trained by codi2's trainer (:func:`codi2.training.train`) on the
+   conversations of :mod:`codi2.toy.tasks` (``split="train"``: no held-out answer), written as a
+   JSONL dataset, with the CoDi-2 objective's text and feature terms. The diffusion term is off
+   here: back-propagating through a UNet per sample costs more than this budget; the feature
+   term regresses exactly the decoders' conditioning.
 6. **evaluation** — decoder accuracy on every world item, and the model on a few prompts of
    every task, seen and held-out, judged by :mod:`codi2.toy.analysers`.
 
 Every phase has a time budget *and* a step cap (whichever comes first); each writes its result
-into the output directory, and a phase whose file exists is skipped on a rerun (``resume``).
+into the output directory, and a phase whose file exists is skipped on a rerun (``resume``)
+unless an earlier phase was retrained; an interrupted MLLM phase resumes from its checkpoint.
 The output directory is a codi2 model directory (``codi2.load(DIR)``), plus ``report.json``.
 """
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from typing import Any
 from codi2.plugins.toy import AUDIO_DECODER_FILE, ENCODER_FILE, IMAGE_DECODER_FILE, LLM_DIR
 
 PHASES = ("encoder", "image_decoder", "audio_decoder", "mllm")
+#: inside the output directory: the untrained model the MLLM run starts from, and the run itself
+INIT_DIR, MLLM_RUN = "init", "mllm-run"
 #: InfoNCE temperature and the weight of the squared pull toward the prototype (encoder phase)
 ENCODER_TEMPERATURE, ENCODER_PULL = 0.1, 1.0
 #: whether the attribute vectors behind the prototypes are learnt (else fixed random vectors)
@@ -66,13 +69,15 @@ class RecipeSettings:
     rain_seeds: int = 3
     #: toy-encoder architecture options (width, heads, blocks, embed_dim)
     encoder_size: dict[str, int] = field(default_factory=dict)
-    decoder_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    image_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    audio_channels: list[int] = field(default_factory=lambda: [64])
     llm_hidden: int = 128
     llm_layers: int = 4
     llm_heads: int = 4
     samples_per_task: int = 600
     #: tasks that get more training conversations (relational tasks learn slowest)
     task_weight: dict[str, int] = field(default_factory=lambda: {"image_exemplar": 3, "audio_exemplar": 2, "video_next": 2})
+    #: prompts per task and split in the final evaluation (0: no evaluation)
     eval_per_task: int = 6
     eval_steps: int = 20
 
@@ -82,8 +87,10 @@ class RecipeSettings:
         return cls(
             encoder=PhaseBudget(4.0 * share, 900, 12, 3e-3),
             image_decoder=PhaseBudget(5.0 * share, 20000, 32, 1e-3),
-            audio_decoder=PhaseBudget(9.0 * share, 20000, 32, 1e-3),
-            mllm=PhaseBudget(8.0 * share, 50000, 48, 1e-3),
+            audio_decoder=PhaseBudget(4.0 * share, 20000, 32, 1e-3),
+            # steps, not minutes, set the MLLM's schedule (about 0.42 s a step here); the
+            # minutes only stop a slower machine at its budget
+            mllm=PhaseBudget(9.0 * share, round(1100 * share), 48, 1e-3),
             threads=threads,
         )
 
@@ -94,7 +101,7 @@ class RecipeSettings:
             image_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
             audio_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
             mllm=PhaseBudget(0.3, 6, 4, 1e-3),
-            threads=1, rain_seeds=1, decoder_channels=[8, 16], llm_hidden=32, llm_layers=1, llm_heads=2,
+            threads=1, rain_seeds=1, image_channels=[8, 16], audio_channels=[16], llm_hidden=32, llm_layers=1, llm_heads=2,
             samples_per_task=2, eval_per_task=1, eval_steps=2,
         )
 
@@ -119,19 +126,6 @@ class _Clock:
     def lr(self) -> float:
         """Constant, then a linear decay over the last 30 % of the phase."""
         return self.budget.lr * min(1.0, max(0.05, (1 - self.fraction) / 0.3))
-
-
-class MemoryCache:
-    """An in-memory feature cache for :attr:`CoDi2Model.feature_cache`."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, Any] = {}
-
-    def get(self, key: str) -> Any:
-        return self.store.get(key)
-
-    def put(self, key: str, tensor: Any) -> None:
-        self.store[key] = tensor
 
 
 # --- 1. the world ------------------------------------------------------------------------------
@@ -252,13 +246,13 @@ def encoder_metrics(encoder: Any, images: list, audio: list) -> dict[str, float]
 # --- 3-4. the decoders -------------------------------------------------------------------------
 
 
-def decoder_options(settings: RecipeSettings, out: Path, **extra: Any) -> dict[str, Any]:
-    return {"encoder": {"weights": str(out / ENCODER_FILE), **settings.encoder_size}, "channels": list(settings.decoder_channels), **extra}
+def decoder_options(settings: RecipeSettings, out: Path, modality: str, **extra: Any) -> dict[str, Any]:
+    channels = settings.image_channels if modality == "image" else settings.audio_channels
+    return {"encoder": {"weights": str(out / ENCODER_FILE), **settings.encoder_size}, "channels": list(channels), **extra}
 
 
-def train_decoder(modality: str, settings: RecipeSettings, out: Path, log: Callable[[str], None],
-                  warm_start: Path | None = None) -> dict[str, Any]:
-    """Train one decoder; ``warm_start`` continues from a weights file (a resumed phase)."""
+def train_decoder(modality: str, settings: RecipeSettings, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train one decoder on every world item of its modality."""
     import copy
 
     import torch
@@ -267,10 +261,8 @@ def train_decoder(modality: str, settings: RecipeSettings, out: Path, log: Calla
 
     budget = settings.image_decoder if modality == "image" else settings.audio_decoder
     load = load_image_decoder if modality == "image" else load_audio_decoder
-    options = ToyDecoderOptions.model_validate(decoder_options(settings, out, random_init=True, seed=settings.seed))
+    options = ToyDecoderOptions.model_validate(decoder_options(settings, out, modality, random_init=True, seed=settings.seed))
     decoder = load(options)
-    if warm_start is not None:
-        decoder.load_weights(warm_start)
     images, audio = world_items(settings.rain_seeds)
     pairs = images if modality == "image" else audio
     media = [m for _, m in pairs]
@@ -351,8 +343,8 @@ def model_config(settings: RecipeSettings, out: Path, encoder_dim: int) -> dict[
         "encoders": [{"plugin": "toy-encoder", "options": {"weights": str(out / ENCODER_FILE), **settings.encoder_size}}],
         "llm": {"plugin": "toy-llm", "options": {"model": str(out / LLM_DIR), "init": "random", "trainable": "full", "dtype": "float32"}},
         "decoders": {
-            "image": {"plugin": "toy-image-decoder", "options": decoder_options(settings, out, weights=str(out / IMAGE_DECODER_FILE))},
-            "audio": {"plugin": "toy-audio-decoder", "options": decoder_options(settings, out, weights=str(out / AUDIO_DECODER_FILE))},
+            "image": {"plugin": "toy-image-decoder", "options": decoder_options(settings, out, "image", weights=str(out / IMAGE_DECODER_FILE))},
+            "audio": {"plugin": "toy-audio-decoder", "options": decoder_options(settings, out, "audio", weights=str(out / AUDIO_DECODER_FILE))},
         },
         "loss": {"alpha": float(encoder_dim), "text": True, "feature": True, "diffusion": False},
         "generation": {"max_new_tokens": 24, "temperature": 0.0, "steps": settings.eval_steps},
@@ -372,65 +364,87 @@ def toy_registry() -> Any:
     return registry
 
 
-def training_sequences(model: Any, settings: RecipeSettings, log: Callable[[str], None]) -> list[Any]:
-    from codi2.core.messages import normalize_messages
-    from codi2.toy import tasks
+def write_dataset(samples: list[Any], folder: Path) -> Path:
+    """The task samples' conversations as a codi2 JSONL dataset (:mod:`codi2.training.data`):
+    ``folder/train.jsonl`` and ``folder/media/`` (one file per distinct item, named by content;
+    images PNG, audio 16-bit WAV, video GIF — all lossless for this world)."""
+    from codi2.core.media import save_media
+    from codi2.core.types import Media
+    from codi2.training.data import write_jsonl
 
-    seqs = []
-    for k, task in enumerate(tasks.TASKS):
-        count = settings.samples_per_task * settings.task_weight.get(task, 1)
-        for sample in tasks.make_samples(task, count, seed=settings.seed + k, split="train"):
-            seqs.append(model.sequence(normalize_messages(sample.conversation), training=True))
-    log(f"mllm: {len(seqs)} training conversations, {sum(map(len, seqs)) / len(seqs):.1f} tokens on average")
-    return seqs
+    suffix = {"image": ".png", "audio": ".wav", "video": ".gif"}
+    paths: dict[str, str] = {}
+
+    def on_disk(part: dict[str, Any]) -> dict[str, Any]:
+        media = part.get("data")
+        if not isinstance(media, Media):
+            return part
+        key = media.content_hash()
+        if key not in paths:
+            paths[key] = f"media/{key[:20]}{suffix[media.modality]}"
+            save_media(media, folder / paths[key])
+        return {**{k: v for k, v in part.items() if k != "data"}, "path": paths[key]}
+
+    records = ({"id": f"{s.task}-{k}", "meta": {"task": s.task, "variant": s.variant},
+                "messages": [{**m, "content": [on_disk(p) for p in m["content"]]} for m in s.conversation]}
+               for k, s in enumerate(samples))
+    path = folder / "train.jsonl"
+    write_jsonl(path, records)
+    return path
 
 
-def train_mllm(settings: RecipeSettings, out: Path, log: Callable[[str], None], registry: Any,
-               warm_start: bool = False) -> dict[str, Any]:
-    """Train the MLLM stages; ``warm_start`` continues from the model saved in ``out``."""
+def train_config(settings: RecipeSettings, out: Path, data: Path) -> dict[str, Any]:
+    """The MLLM phase as a :class:`codi2.training.TrainConfig` (``codi2 train --config`` format)."""
+    budget = settings.mllm
+    return {
+        "model": str(out / "init"), "data": {"train": [str(data)]}, "stage": "custom",
+        "trainable": {"input_projectors": True, "output_side": True, "markers": True, "llm": "full", "decoders": "frozen"},
+        "optimizer": {"lr": budget.lr, "weight_decay": 0.01}, "schedule": {"kind": "cosine", "warmup_steps": 50},
+        "batch_size": budget.batch, "max_steps": budget.steps, "max_minutes": budget.minutes, "seed": settings.seed,
+        "output_dir": str(out / MLLM_RUN), "save_every": 100, "keep_last": 1, "log_every": max(1, min(25, budget.steps // 10)), "tensorboard": False,
+    }
+
+
+def train_mllm(settings: RecipeSettings, out: Path, log: Callable[[str], None], registry: Any, *, fresh: bool = False) -> dict[str, Any]:
+    """The MLLM stage, run by codi2's trainer (:func:`codi2.training.train`) on the task
+    conversations written as a JSONL dataset; ``OUT/mllm-train.json`` is the run's
+    ``codi2 train --config`` file. An interrupted phase resumes from its last checkpoint."""
     import torch
 
     from codi2.core.config import ModelConfig
     from codi2.core.model import CoDi2Model
     from codi2.plugins.toy.llm import build_toy_llm_dir
+    from codi2.toy import tasks
+    from codi2.training import train
 
-    if warm_start:
-        model = CoDi2Model.from_pretrained(out, registry)
-    else:
+    start = time.monotonic()
+    data = out / "data" / "train.jsonl"
+    if fresh:
+        for stale in (data.parent, out / INIT_DIR, out / MLLM_RUN):
+            shutil.rmtree(stale, ignore_errors=True)
+    if not data.is_file():
+        samples = [s for k, task in enumerate(tasks.TASKS)
+                   for s in tasks.make_samples(task, settings.samples_per_task * settings.task_weight.get(task, 1),
+                                               seed=settings.seed + k, split="train")]
+        write_dataset(samples, data.parent)
+        log(f"mllm: {len(samples)} training conversations written to {data}")
+    if not (out / INIT_DIR / "config.json").is_file():  # the untrained model the run starts from
         build_toy_llm_dir(out / LLM_DIR, llm_corpus(), hidden_size=settings.llm_hidden, layers=settings.llm_layers, heads=settings.llm_heads)
         torch.manual_seed(settings.seed)
-        config = ModelConfig.from_dict(model_config(settings, out, 64), source="toy recipe")
-        model = CoDi2Model.from_config(config, registry)
-        config.loss.alpha = float(model.encoder_for["image"].embed_dim)
-    model.feature_cache = MemoryCache()
-    model.set_trainable(llm="full", decoders="frozen")
-    seqs = training_sequences(model, settings, log)
-    budget = settings.mllm
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=budget.lr, weight_decay=0.01)
-    rng = random.Random(settings.seed)
-    clock = _Clock(budget)
-    model.train()
-    running: dict[str, float] = {}
-    while clock.running():
-        warm = min(1.0, (clock.step + 1) / 50)
-        for group in opt.param_groups:
-            group["lr"] = clock.lr() * warm
-        losses = model(model.batch(rng.sample(seqs, budget.batch)))
-        opt.zero_grad()
-        losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        clock.step += 1
-        for k in ("text", "feature", "total"):
-            running[k] = losses[k].item() if k not in running else 0.95 * running[k] + 0.05 * losses[k].item()
-        if clock.step % 25 == 0 or clock.step == 1:
-            log(f"mllm step {clock.step} text {running['text']:.4f} feature {running['feature']:.5f} ({clock.elapsed:.0f} s)")
-    model.eval()
-    model.save_pretrained(out)
-    log(f"mllm done: {clock.step} steps in {clock.elapsed:.0f} s")
-    return {"steps": clock.step, "seconds": round(clock.elapsed, 1), "conversations": len(seqs),
-            **{f"final_{k}_loss": round(v, 5) for k, v in running.items()}}
+        embed_dim = settings.encoder_size.get("embed_dim", 64)
+        CoDi2Model.from_config(ModelConfig.from_dict(model_config(settings, out, embed_dim), source="toy recipe"), registry).save_pretrained(out / INIT_DIR)
+    config_file = out / "mllm-train.json"
+    config_file.write_text(json.dumps(train_config(settings, out, data), indent=2) + "\n")
+    resume = "auto" if (out / MLLM_RUN / "checkpoints").is_dir() else None
+    result = train(config_file, registry, resume)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(result.final_dir / name, out / name)
+    last = result.history[-1] if result.history else {}
+    seconds = time.monotonic() - start
+    log(f"mllm done: {result.step} steps in {seconds:.0f} s" + (" (stopped at its time budget)" if result.timed_out else ""))
+    return {"steps": result.step, "seconds": round(seconds, 1), "timed_out": result.timed_out,
+            "conversations": sum(1 for _ in data.open()),
+            **{f"final_{k}_loss": round(last[k], 5) for k in ("text", "feature", "total") if k in last}}
 
 
 # --- 6. evaluation -------------------------------------------------------------------------------
@@ -488,8 +502,9 @@ def run_recipe(out: str | Path, settings: RecipeSettings | None = None, *, resum
         "encoder": out / ENCODER_FILE, "image_decoder": out / IMAGE_DECODER_FILE,
         "audio_decoder": out / AUDIO_DECODER_FILE, "mllm": out / "model.safetensors",
     }
+    stale = not resume  # a retrained phase makes every later one stale
     for phase in PHASES:
-        if resume and done[phase].is_file() and phase in report:
+        if not stale and done[phase].is_file() and phase in report:
             log(f"{phase}: found {done[phase].name}, skipped")
             continue
         log(f"--- phase {phase}")
@@ -498,8 +513,14 @@ def run_recipe(out: str | Path, settings: RecipeSettings | None = None, *, resum
         elif phase in ("image_decoder", "audio_decoder"):
             report[phase] = train_decoder(phase.split("_")[0], settings, out, log)
         else:
-            report[phase] = train_mllm(settings, out, log, registry)
+            report[phase] = train_mllm(settings, out, log, registry, fresh=stale)
+        stale = True
         report_path.write_text(json.dumps(report, indent=2) + "\n")
+    report.pop("evaluation", None)
+    if settings.eval_per_task < 1:
+        report["total_seconds"] = round(time.monotonic() - start, 1)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+        return report
     log("--- phase evaluation")
     from codi2.core.model import CoDi2Model
 

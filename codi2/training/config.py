@@ -113,6 +113,9 @@ class TrainConfig(_Strict):
     #: stop after this many optimizer steps and/or epochs (whichever comes first)
     max_steps: int | None = Field(None, ge=1)
     epochs: int | None = Field(None, ge=1)
+    #: also stop after this many minutes of this call's training, saving the final model as if
+    #: max_steps had been reached (a time-limited job; the schedule still spans max_steps)
+    max_minutes: float | None = Field(None, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
     seed: int = Field(0, ge=0)

@@ -58,6 +58,8 @@ class TrainResult:
     skipped: list[str] = field(default_factory=list)
     cache_stats: dict[str, int] | None = None
     last_checkpoint: Path | None = None
+    #: the run stopped at ``max_minutes`` before ``max_steps``
+    timed_out: bool = False
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -213,6 +215,7 @@ class _Run:
         micro: list[torch.Tensor] = []
         samples, started = 0, time.perf_counter()
         stop_at = min(self.total_steps, self.stop_after or self.total_steps)
+        deadline = started + 60 * config.max_minutes if config.max_minutes else None
         while self.step < stop_at:
             self.loader.set_epoch(self.epoch)
             self.sampler.set_epoch(self.epoch)
@@ -229,6 +232,8 @@ class _Run:
                 self.step += 1
                 record = self._reduce(micro, samples / max(time.perf_counter() - started, 1e-9))
                 micro = []
+                if deadline is not None and self._all_past(deadline) and self.step < stop_at:
+                    stop_at, result.timed_out = self.step, True
                 result.history.append(record)
                 window.append(record)
                 bar.update(1)
@@ -252,7 +257,7 @@ class _Run:
                 self.batch_in_epoch = 0
         bar.close()
         result.step = self.step
-        if self.step >= self.total_steps:
+        if self.step >= self.total_steps or result.timed_out:
             result.final_dir = self.save_final()
         if self.cache is not None:
             result.cache_stats = self.cache.stats.as_dict()
@@ -278,6 +283,11 @@ class _Run:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return torch.stack([losses[k].detach().float() for k in LOSS_KEYS])
+
+    def _all_past(self, deadline: float) -> bool:
+        """Whether any process has passed ``deadline`` (so every process stops at the same step)."""
+        late = torch.tensor(float(time.perf_counter() > deadline), device=self.acc.device)
+        return bool(self.acc.reduce(late, reduction="sum") > 0)
 
     def _reduce(self, micro: list[torch.Tensor], samples_per_s: float) -> dict[str, float]:
         mean = self.acc.reduce(torch.stack(micro).mean(0).to(self.acc.device), reduction="mean")

@@ -129,6 +129,8 @@ def _decode_video(
     fmt = sniff_format(data[:16])
     if fmt and _FORMAT_MODALITY[fmt] != "video" and fmt != "gif":
         raise MediaDecodeError(f"not a video{_what_it_is(data, 'video')}", item=item)
+    if fmt == "gif":
+        return _decode_gif(data, item, limits, video_frames)
     # ffmpeg reads MP4 by seeking (the index may sit at the end): hand it a real file.
     with tempfile.TemporaryDirectory(prefix="codi2-video-") as tmp:
         path = Path(tmp) / "input"
@@ -162,6 +164,38 @@ def _decode_video(
         # with the last frame so callers always get video_frames frames.
         frames += [frames[-1]] * (len(wanted) - len(frames))
         rate *= len(wanted) / decoded
+        meta["frame_indices"] = wanted.tolist()
+    return np.stack(frames), rate, meta
+
+
+def _decode_gif(
+    data: bytes, item: str, limits: MediaLimits, video_frames: int | None
+) -> tuple[np.ndarray, float, dict]:
+    """GIF frames through Pillow: no ffmpeg processes, about 100x faster for a short clip
+    (measured 146 ms -> about 1 ms for a 4-frame 32 x 32 clip; training reads clips every step)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            total = getattr(image, "n_frames", 1)
+            durations = []
+            for index in range(total):
+                image.seek(index)
+                durations.append(image.info.get("duration") or 0)
+            rate = 1000 * total / sum(durations) if all(durations) else DEFAULT_VIDEO_FPS
+            _check_video(total, image.width, image.height, total / rate, item, limits)
+            wanted = _uniform_indices(total, video_frames) if video_frames is not None else None
+            frames = []
+            for index in wanted if wanted is not None else range(total):
+                image.seek(int(index))
+                frames.append(np.asarray(image.convert("RGB")))
+    except (OSError, ValueError, EOFError, UnidentifiedImageError) as exc:  # Pillow's ways to say "damaged"
+        raise MediaDecodeError(f"not a readable GIF ({exc})", item=item) from None
+    meta: dict[str, Any] = {"format": "gif", "source_fps": rate, "source_frames": total}
+    if wanted is not None:
+        rate *= len(wanted) / total
         meta["frame_indices"] = wanted.tolist()
     return np.stack(frames), rate, meta
 

@@ -12,8 +12,9 @@ Registered like any plugin (no torch at import):
 - ``toy-image-decoder``: pixel-space diffusion at 32 x 32 (diffusers ``UNet2DModel``, clean-image
   "sample" prediction, DDIM sampling), conditioned on an encoder embedding through the UNet's
   class embedding.
-- ``toy-audio-decoder``: the same diffusion in a 128-bin log-mel space (16 frames of 64 ms),
-  inverted to a 16 kHz waveform by a pseudo-inverse mel filterbank and Griffin-Lim.
+- ``toy-audio-decoder``: the same diffusion in a 128-bin log-mel space (16 frames of 64 ms; the
+  UNet runs along time with the mel bands as channels), inverted to a 16 kHz waveform by a
+  pseudo-inverse mel filterbank and Griffin-Lim.
 - the preset ``toy``: the trained model directory shipped under ``codi2/assets/toy``.
 
 Each weight option defaults to the packaged file, so ``{"plugin": "toy-encoder"}`` is the
@@ -27,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from codi2.plugins.llms.hf_causal_lm import HFCausalLMOptions
 from codi2.registry.hookspecs import hookimpl
@@ -78,7 +79,8 @@ class ToyDecoderOptions(BaseModel):
     #: the toy encoder whose embeddings are this decoder's conditioning (``target_features``)
     encoder: ToyEncoderOptions = Field(default_factory=ToyEncoderOptions)
     random_init: bool = False
-    channels: list[int] = Field(default_factory=lambda: [16, 32, 32], min_length=2, max_length=4)
+    #: UNet widths, one per level; None = the decoder's default (image 16/32/32; audio 64, one level)
+    channels: list[int] | None = Field(None, min_length=1, max_length=4)
     #: self-attention at the coarsest UNet level (off by default: 2-3x slower on a CPU)
     attention: bool = False
     #: DDIM steps when generate() is not told
@@ -89,6 +91,13 @@ class ToyDecoderOptions(BaseModel):
     #: audio only: Griffin-Lim iterations of the waveform inversion
     griffin_lim_iters: int = Field(32, ge=1)
     seed: int = 0
+
+    @field_validator("channels")
+    @classmethod
+    def _groupable(cls, channels: list[int] | None) -> list[int] | None:
+        if channels and any(c <= 0 or c % 8 for c in channels):
+            raise ValueError(f"every width must be a positive multiple of 8 (the UNet normalises in 8 groups), got {channels}")
+        return channels
 
 
 class ToyLLMOptions(HFCausalLMOptions):
