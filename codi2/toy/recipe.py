@@ -76,7 +76,7 @@ class RecipeSettings:
     llm_heads: int = 4
     samples_per_task: int = 600
     #: tasks that get more training conversations (relational tasks learn slowest)
-    task_weight: dict[str, int] = field(default_factory=lambda: {"image_exemplar": 3, "audio_exemplar": 2, "video_next": 2})
+    task_weight: dict[str, int] = field(default_factory=lambda: {"image_exemplar": 4, "audio_exemplar": 2, "video_next": 2})
     #: prompts per task and split in the final evaluation (0: no evaluation)
     eval_per_task: int = 6
     eval_steps: int = 20
@@ -88,9 +88,9 @@ class RecipeSettings:
             encoder=PhaseBudget(4.0 * share, 900, 12, 3e-3),
             image_decoder=PhaseBudget(5.0 * share, 20000, 32, 1e-3),
             audio_decoder=PhaseBudget(4.0 * share, 20000, 32, 1e-3),
-            # steps, not minutes, set the MLLM's schedule (about 0.42 s a step here); the
+            # steps, not minutes, set the MLLM's schedule (about 0.47 s a step here); the
             # minutes only stop a slower machine at its budget
-            mllm=PhaseBudget(9.0 * share, round(1100 * share), 48, 1e-3),
+            mllm=PhaseBudget(14.0 * share, round(1600 * share), 48, 1e-3),
             threads=threads,
         )
 

@@ -14,7 +14,7 @@ Registered like any plugin (no torch at import):
   class embedding.
 - ``toy-audio-decoder``: the same diffusion in a 128-bin log-mel space (16 frames of 64 ms; the
   UNet runs along time with the mel bands as channels), inverted to a 16 kHz waveform by a
-  pseudo-inverse mel filterbank and Griffin-Lim.
+  non-negative least-squares mel inversion and Griffin-Lim.
 - the preset ``toy``: the trained model directory shipped under ``codi2/assets/toy``.
 
 Each weight option defaults to the packaged file, so ``{"plugin": "toy-encoder"}`` is the

@@ -7,8 +7,8 @@ how the UNet reads it:
 - audio: a log-mel spectrogram (128 mel bands of a 1024-point STFT with hop 256, averaged over
   4 frames: 16 frames of 64 ms for the 1-second item), scaled to about [-1, 1]. The UNet runs
   along the 16 frames with the 128 bands as its channels (see :meth:`ToyAudioDecoder.build_unet`
-  for why). The waveform comes back through the pseudo-inverse of the mel filterbank (negative
-  values clipped) and Griffin-Lim phase recovery (:func:`griffin_lim`).
+  for why). The waveform comes back through a non-negative least-squares inversion of the mel
+  filterbank and Griffin-Lim phase recovery (:func:`mel_to_wave`).
 
 Training predicts the clean signal ("sample" prediction): on these CPUs noise prediction learnt
 nothing usable in the same time (docs/toy-model.md). The conditioning — the paper's ``C_x(x)``,
@@ -40,6 +40,8 @@ AUDIO_FRAMES = 16
 LOG_FLOOR = 1e-4
 # log-mel values of the world span about [-9.2, 5.0] (natural log); this maps them into [-1, 1]
 LOG_CENTER, LOG_SCALE = -2.0, 7.5
+#: multiplicative-update iterations of the mel -> linear inversion (:func:`mel_to_wave`)
+NNLS_ITERS = 200
 
 
 class ToyDiffusionDecoder(nn.Module):
@@ -280,14 +282,13 @@ class ToyAudioDecoder(ToyDiffusionDecoder):
 
         banks = mel_banks(MELS, N_FFT, SAMPLE_RATE, 20.0, SAMPLE_RATE / 2)  # [mels, N_FFT/2 + 1]
         self.register_buffer("mel_fb", banks, persistent=False)
-        self.register_buffer("mel_pinv", torch.linalg.pinv(banks), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
 
     def to_signal(self, item: Media) -> torch.Tensor:
         return log_mel(item, self.mel_fb.cpu(), self.window.cpu())
 
     def to_media(self, signal: torch.Tensor, generator: torch.Generator | None) -> Media:
-        wave = mel_to_wave(signal, self.mel_pinv.cpu(), self.window.cpu(), self.options.griffin_lim_iters, generator)
+        wave = mel_to_wave(signal, self.mel_fb.cpu(), self.window.cpu(), self.options.griffin_lim_iters, generator)
         return Media("audio", wave, sample_rate=SAMPLE_RATE)
 
 
@@ -320,13 +321,21 @@ def log_mel(item: Media, mel_fb: torch.Tensor, window: torch.Tensor) -> torch.Te
     return ((torch.log(mel + LOG_FLOOR) - LOG_CENTER) / LOG_SCALE)[None]
 
 
-def mel_to_wave(signal: torch.Tensor, mel_pinv: torch.Tensor, window: torch.Tensor, iters: int,
-                generator: torch.Generator | None) -> np.ndarray:
-    """Invert :func:`log_mel`: mel magnitudes -> linear magnitudes (pseudo-inverse, clipped at 0)
-    -> waveform by Griffin-Lim."""
+def mel_to_wave(signal: torch.Tensor, mel_fb: torch.Tensor, window: torch.Tensor, iters: int,
+                generator: torch.Generator | None, nnls_iters: int = NNLS_ITERS) -> np.ndarray:
+    """Invert :func:`log_mel`: mel magnitudes -> linear magnitudes -> waveform by Griffin-Lim.
+
+    The linear magnitudes are the non-negative least-squares solution of ``mel_fb @ x = mel``
+    (multiplicative updates, Lee & Seung 2001, from a flat start). A clipped pseudo-inverse
+    smears each harmonic over the width of its (wide, at high frequencies) mel band; the
+    non-negative solution keeps the lines narrow. Measured on the 54 clean world sounds, log-
+    spectral distance of the round trip: mean 0.324 -> 0.249, square waves 0.497 -> 0.340."""
     mel = (torch.exp(signal.float()[0] * LOG_SCALE + LOG_CENTER) - LOG_FLOOR).clamp(min=0)  # [128, 16]
     mel = mel.repeat_interleave(POOL, dim=1)[:, :STFT_FRAMES]
-    magnitude = (mel_pinv @ mel).clamp(min=0)
+    magnitude = torch.full((mel_fb.shape[1], mel.shape[1]), float(mel.mean()) + 1e-8)
+    target = mel_fb.T @ mel
+    for _ in range(nnls_iters):
+        magnitude = magnitude * target / (mel_fb.T @ (mel_fb @ magnitude) + 1e-10)
     return griffin_lim(magnitude, window, iters, generator)
 
 
