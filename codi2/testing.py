@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from codi2.core.interfaces import LLM, Decoder, Encoder, LLMOutput
+from codi2.core.interfaces import LLM, Decoder, Encoder, LLMOutput, check_state_dict
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, UnknownModalityError
 
@@ -353,12 +353,7 @@ class TinyLLM(nn.Module):
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        own = self.state_dict()
-        for key, value in state.items():
-            if key not in own:
-                raise CheckpointError(f"llm 'tiny-llm': unexpected tensor {key!r}")
-            if own[key].shape != value.shape:
-                raise CheckpointError(f"llm 'tiny-llm': {key!r} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+        check_state_dict(state, self.state_dict(), "llm 'tiny-llm'", partial=True)  # LoRA: the head only
         self.load_state_dict(dict(state), strict=False)
 
 
@@ -481,10 +476,7 @@ class TinyDecoder(nn.Module):
         return state
 
     def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        own = self.state_dict()
-        for key, value in state.items():
-            if key not in own or own[key].shape != value.shape:
-                raise CheckpointError(f"decoder {self.name!r}: tensor {key!r} {tuple(value.shape)} does not fit this decoder")
+        check_state_dict(state, self.state_dict(), f"decoder {self.name!r}", partial=True)  # by policy, a part
         self.load_state_dict(dict(state), strict=False)
 
 

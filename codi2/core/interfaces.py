@@ -143,3 +143,22 @@ class Decoder(Protocol):
     def trained_state_dict(self) -> dict[str, torch.Tensor]: ...
 
     def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...
+
+
+def check_state_dict(state: Mapping[str, Any], expected: Mapping[str, Any], owner: str, *,
+                     partial: bool = False, hint: str = "") -> None:
+    """For ``load_trained_state_dict``: raise :class:`~codi2.errors.CheckpointError` naming the
+    first tensor of ``state`` that ``expected`` lacks, lacks in ``state`` (unless ``partial``),
+    or has in another shape (``hint`` is appended to that message)."""
+    from codi2.errors import CheckpointError
+
+    if not partial:
+        for key in expected:
+            if key not in state:
+                raise CheckpointError(f"{owner}: checkpoint lacks tensor {key!r} ({len(state)} tensors given, {len(expected)} expected)")
+    for key, value in state.items():
+        if key not in expected:
+            raise CheckpointError(f"{owner}: checkpoint has unexpected tensor {key!r}")
+        got, want = tuple(value.shape), tuple(expected[key].shape)
+        if got != want:
+            raise CheckpointError(f"{owner}: tensor {key!r} has shape {got}, expected {want}{hint}")

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from codi2.core.interfaces import LLMOutput
-from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, TemplateError
+from codi2.core.interfaces import LLMOutput, check_state_dict
+from codi2.errors import ComponentLoadError, ConfigError, TemplateError
 from codi2.plugins.llms.hf_causal_lm import FALLBACK_CHAT_TEMPLATE, NAME, HFCausalLMOptions
 
 POLICIES = ("frozen", "lora", "full")
@@ -253,20 +253,8 @@ class HFCausalLM(nn.Module):
 def _check_state(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, lora_rank: int | None = None
 ) -> None:
-    """Raise CheckpointError naming the first missing tensor, unexpected tensor or wrong shape."""
-    for key in expected:
-        if key not in state:
-            counts = f"{len(state)} tensors given, {len(expected)} expected"
-            raise CheckpointError(f"llm {NAME!r}: checkpoint lacks tensor {key!r} ({counts})")
-    for key, value in state.items():
-        if key not in expected:
-            raise CheckpointError(f"llm {NAME!r}: checkpoint has unexpected tensor {key!r}")
-        got, want = tuple(value.shape), tuple(expected[key].shape)
-        if got != want:
-            hint = ""
-            if lora_rank:
-                hint = f"; options lora.r is {lora_rank}: use the rank the checkpoint was trained with"
-            raise CheckpointError(f"llm {NAME!r}: tensor {key!r} has shape {got}, expected {want}{hint}")
+    hint = f"; options lora.r is {lora_rank}: use the rank the checkpoint was trained with" if lora_rank else ""
+    check_state_dict(state, expected, f"llm {NAME!r}", hint=hint)
 
 
 def _eos_ids(tokenizer: Any, model: nn.Module) -> tuple[int, ...]:

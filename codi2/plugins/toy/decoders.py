@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codi2.core.interfaces import check_state_dict
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError
 
@@ -130,14 +131,7 @@ class ToyDiffusionDecoder(nn.Module):
         return path
 
     def _load_network(self, state: Mapping[str, torch.Tensor]) -> None:
-        own = self.network_state()
-        for key in own.keys() - state.keys():
-            raise CheckpointError(f"decoder {self.name!r}: weights lack tensor {key!r}")
-        for key, value in state.items():
-            if key not in own:
-                raise CheckpointError(f"decoder {self.name!r}: unexpected tensor {key!r}")
-            if own[key].shape != value.shape:
-                raise CheckpointError(f"decoder {self.name!r}: tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+        check_state_dict(state, self.network_state(), f"decoder {self.name!r}")
         self.load_state_dict(dict(state), strict=False)
 
     # --- signals (subclasses) -----------------------------------------------------------------
