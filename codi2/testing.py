@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from codi2.core.interfaces import LLM, Decoder, Encoder, LLMOutput, check_state_dict
+from codi2.core.interfaces import LLM, Decoder, Encoder, LLMOutput, check_state_dict, per_item_noise
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, UnknownModalityError
 
@@ -330,7 +330,8 @@ class TinyLLM(nn.Module):
         length = inputs_embeds.shape[1]
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-        positions = torch.arange(length, device=inputs_embeds.device)
+        # positions count attended tokens only, so a padded row equals the unpadded one
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=inputs_embeds.device), 1)
         x = self.blocks(inputs_embeds + self.position(positions), mask=causal, src_key_padding_mask=attention_mask == 0, is_causal=True)
         hidden = self.norm(x)[:, -new:]
@@ -368,6 +369,7 @@ class TinyDecoder(nn.Module):
     """
 
     supports_reference = False
+    per_item_generators = True
     num_train_timesteps = 100
 
     def __init__(self, modality: str = "image", tokens: int = 2, dim: int = 8, size: int = 16, fidelity: bool = False, seed: int = 0):
@@ -446,7 +448,7 @@ class TinyDecoder(nn.Module):
     def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None):
         steps = steps or 10
         n = int(np.prod(self.signal_shape))
-        x = torch.randn(cond.shape[0], n, generator=generator).to(cond.device)
+        x = per_item_noise((cond.shape[0], n), generator).to(cond.device)
         ref = self._batch(reference, x[0]) if reference is not None and self.reference_in is not None else None
         timesteps = torch.linspace(self.num_train_timesteps - 1, 0, steps).long()
         for i, t in enumerate(timesteps):  # deterministic DDIM with clean-signal prediction

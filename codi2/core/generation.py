@@ -3,10 +3,18 @@
 When the model emits ``<image>`` (or ``<audio>``, ``<video>``), the loop feeds that modality's
 learned slots, projects their last hidden states into the decoder's conditioning, renders the
 item, feeds the closing marker and goes on with text. One answer may hold several media.
+
+Several conversations are generated together (:func:`generate_batch`): their sequences share
+one right-padded LLM batch and one KV cache. Each step feeds every unfinished row its own block
+(one token, or an opening marker plus its slots) and masks the rest, so the cache holds masked
+holes; since the LLM counts positions over attended tokens only, each row sees exactly what it
+would see alone. Rows that open the same modality in the same step are rendered by one decoder
+call. A single conversation (:func:`generate`) is a batch of one.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -59,77 +67,163 @@ def generate(
     Front ends draw progress bars with it; an exception it raises stops generation and
     propagates (a server uses this to enforce per-request deadlines).
     """
+    relay = (lambda event, index, answer: progress(event, answer)) if progress is not None else None
+    return generate_batch(model, [messages], seeds=[seed], progress=relay, **options)[0]
+
+
+@torch.no_grad()
+def generate_batch(
+    model: CoDi2Model,
+    conversations: Sequence[Sequence[Message]],
+    *,
+    seeds: Sequence[int | None] | None = None,
+    max_batch: int = 8,
+    progress: Callable[[str, int, Answer], None] | None = None,
+    **options: Any,
+) -> list[Answer]:
+    """Answer several conversations, at most ``max_batch`` at a time; one :class:`Answer` each.
+
+    ``seeds[i]`` seeds item ``i`` exactly as ``generate(..., seed=seeds[i])`` would: the same
+    tokens, and the same media up to the decoders' batched arithmetic (identical where a
+    decoder renders each item alone). ``progress(event, index, answer)`` reports as in
+    :func:`generate`, with the item's index. ``options`` are :func:`generate`'s.
+    """
+    if max_batch < 1:
+        raise ConfigError(f"generate_batch(): max_batch must be >= 1, got {max_batch}")
+    seeds = list(seeds) if seeds is not None else [None] * len(conversations)
+    if len(seeds) != len(conversations):
+        raise ConfigError(f"generate_batch(): {len(conversations)} conversations but {len(seeds)} seeds")
+    cfg = _options(model, options)
+    answers: list[Answer] = []
+    for first in range(0, len(conversations), max_batch):
+        rows = range(first, min(first + max_batch, len(conversations)))
+        seqs = [model.sequence(conversations[i], training=False, add_generation_prompt=True) for i in rows]
+
+        def notify(event: str, row: int, answer: Answer, _first: int = first) -> None:
+            if progress is not None:
+                progress(event, _first + row, answer)
+
+        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify)
+    return answers
+
+
+def _render(decoder: Any, cond: torch.Tensor, reference: list | None, generators: list, steps: int | None, guidance: float | None) -> list:
+    """Decode the rows of ``cond``: in one call when the decoder takes a generator per row (or
+    there is one row, or no seed), else one call per row so that each keeps its own noise."""
+    if len(generators) == 1 or all(g is None for g in generators) or getattr(decoder, "per_item_generators", False):
+        generator = generators[0] if len(generators) == 1 else generators if generators[0] is not None else None
+        return decoder.generate(cond, reference, steps=steps, guidance=guidance, generator=generator)
+    items = []
+    for k, generator in enumerate(generators):
+        ref = [reference[k]] if reference is not None else None
+        items += decoder.generate(cond[k : k + 1], ref, steps=steps, guidance=guidance, generator=generator)
+    return items
+
+
+def _generate_rows(model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, notify: Callable) -> list[Answer]:
     from codi2.core.model import Answer
 
-    cfg = _options(model, options)
-    seq = model.sequence(messages, training=False, add_generation_prompt=True)
-    batch = model.batch([seq]).to(model.device)
-    references = {m: entries[-1][2] for m, entries in batch.inputs.items()}
     markers, llm = model.markers, model.llm
+    device = model.device  # read once: a property walk per token adds up
+    batch = model.batch(seqs).to(device)
+    n = len(seqs)
+    references: list[dict[str, Any]] = [{} for _ in range(n)]
+    for modality, entries in batch.inputs.items():
+        for row, _, media in entries:  # in order, so the last input of each modality wins
+            references[row][modality] = media
 
-    sampler = torch.Generator().manual_seed(seed) if seed is not None else None
     blocked = torch.zeros(markers.vocab_size + len(markers), dtype=torch.bool)
     for modality in markers.modalities:
         blocked[markers.close(modality)] = True
         blocked[markers.open(modality)] = modality not in model.decoders
+    blocked = [blocked.to(device).clone() for _ in range(n)]  # per row: max_media blocks one row only
+    samplers = [torch.Generator().manual_seed(s) if s is not None else None for s in seeds]
+    answers = [Answer() for _ in range(n)]
+    pending: list[list[int]] = [[] for _ in range(n)]
+    media_count = [0] * n
+    finish = ["length"] * n
+    active = set(range(n))
 
-    device = model.device  # read once: a property walk per token adds up
+    mask = batch.attention_mask
+    out = llm.forward(model.inputs_embeds(batch), attention_mask=mask)
+    rows = torch.arange(n, device=device)
+    last = mask.sum(1) - 1
+    # each row's newest LLM logits and hidden state (rows not fed in a step keep theirs)
+    row_logits, row_hidden = out.logits[rows, last], out.hidden[rows, last]
 
-    def step(ids: list[int], extra: torch.Tensor | None = None, past: Any = None):
-        embeds = model.embed_ids(torch.tensor([ids], device=device))
-        if extra is not None:
-            embeds = torch.cat([embeds, extra[None].to(embeds.dtype)], 1)
-        return llm.forward(embeds, past=past)
+    def forward(feeds: dict[int, torch.Tensor]) -> None:
+        """Feed each row in ``feeds`` its embeddings ``[k, H]``; other rows get masked padding."""
+        nonlocal out, mask
+        width = max(len(e) for e in feeds.values())
+        first = next(iter(feeds.values()))
+        embeds = first.new_zeros(n, width, first.shape[-1])
+        new_mask = mask.new_zeros(n, width)
+        for row, e in feeds.items():
+            embeds[row, : len(e)] = e
+            new_mask[row, : len(e)] = 1
+        mask = torch.cat([mask, new_mask], 1)
+        out = llm.forward(embeds, attention_mask=mask, past=out.past)
+        for row, e in feeds.items():
+            row_logits[row], row_hidden[row] = out.logits[row, len(e) - 1], out.hidden[row, len(e) - 1]
 
-    out = llm.forward(model.inputs_embeds(batch))
-    answer = Answer()
-    pending: list[int] = []
+    def embed(ids: list[int]) -> torch.Tensor:
+        return model.embed_ids(torch.tensor([ids], device=device))[0]
 
-    def notify(event: str) -> None:
-        if progress is not None:
-            progress(event, answer)
+    def flush(row: int) -> None:
+        if pending[row]:
+            answers[row].parts.append(llm.detokenize(pending[row]))
+            pending[row].clear()
 
-    def flush() -> None:
-        if pending:
-            answer.parts.append(model.llm.detokenize(pending))
-            pending.clear()
-
-    finish = "length"
-    blocked = blocked.to(device)
-    media_count = 0
     for index in range(cfg.max_new_tokens):
-        logits = model.logits(out.logits[0, -1], out.hidden[0, -1])
-        if media_count >= cfg.max_media:
-            blocked[[markers.open(m) for m in model.decoders]] = True
-        token = _sample(logits.masked_fill(blocked, float("-inf")), cfg.temperature, cfg.top_p, sampler)
-        answer.tokens += 1
-        notify("token")
-        if token in llm.eos_token_ids:
-            finish = "stop"
+        if not active:
             break
-        marker = markers.modality_of(token)
-        if marker is None:
-            pending.append(token)
-            if index + 1 < cfg.max_new_tokens:  # the last token's forward would never be read
-                out = step([token], past=out.past)
+        logits_all = model.logits(row_logits, row_hidden)
+        feeds: dict[int, torch.Tensor] = {}
+        opened: dict[str, list[int]] = defaultdict(list)
+        for row in sorted(active):
+            if media_count[row] >= cfg.max_media:
+                blocked[row][[markers.open(m) for m in model.decoders]] = True
+            token = _sample(logits_all[row].masked_fill(blocked[row], float("-inf")), cfg.temperature, cfg.top_p, samplers[row])
+            answers[row].tokens += 1
+            notify("token", row, answers[row])
+            if token in llm.eos_token_ids:
+                finish[row] = "stop"
+                active.discard(row)
+                continue
+            marker = markers.modality_of(token)
+            if marker is None:
+                pending[row].append(token)
+                if index + 1 < cfg.max_new_tokens:  # the last token's forward would never be read
+                    feeds[row] = embed([token])
+                continue
+            flush(row)
+            modality = marker[0]
+            feeds[row] = torch.cat([embed([token]), model.slots[modality].to(out.hidden.dtype)])
+            opened[modality].append(row)
+        if not feeds:
             continue
-        flush()
-        modality = marker[0]
-        decoder = model.decoders[modality]
-        out = step([token], model.slots[modality], past=out.past)
-        cond = model.output_conditions(out.hidden, modality, [(0, 1)])
-        reference = [references.get(modality)] if model.config.fidelity and decoder.supports_reference else None
-        render_gen = torch.Generator().manual_seed(seed + 1 + media_count) if seed is not None else None
-        notify(f"render:{modality}")
-        item = decoder.generate(cond, reference, steps=cfg.steps, guidance=cfg.guidance, generator=render_gen)[0]
-        item.name = item.name or f"output{media_count}"
-        answer.parts.append(item)
-        media_count += 1
-        notify("media")
-        out = step([markers.close(modality)], past=out.past)
-    flush()
-    answer.finish_reason = finish
-    return answer
+        forward(feeds)
+        if not opened:
+            continue
+        for modality, group in opened.items():
+            decoder = model.decoders[modality]
+            cond = model.output_conditions(out.hidden, modality, [(row, 1) for row in group])
+            use_reference = model.config.fidelity and decoder.supports_reference
+            reference = [references[row].get(modality) for row in group] if use_reference else None
+            generators = [torch.Generator().manual_seed(seeds[row] + 1 + media_count[row]) if seeds[row] is not None else None for row in group]
+            for row in group:
+                notify(f"render:{modality}", row, answers[row])
+            items = _render(decoder, cond, reference, generators, cfg.steps, cfg.guidance)
+            for row, item in zip(group, items):
+                item.name = item.name or f"output{media_count[row]}"
+                answers[row].parts.append(item)
+                media_count[row] += 1
+                notify("media", row, answers[row])
+        forward({row: embed([markers.close(m)]) for m, group in opened.items() for row in group})
+    for row in range(n):
+        flush(row)
+        answers[row].finish_reason = finish[row]
+    return answers
 
 
-__all__ = ["generate"]
+__all__ = ["generate", "generate_batch"]

@@ -135,7 +135,10 @@ class Decoder(Protocol):
         guidance: float | None = None,
         generator: torch.Generator | None = None,
     ) -> list[Media]:
-        """Render one item per row of ``cond [B, N, D]``."""
+        """Render one item per row of ``cond [B, N, D]``. A decoder whose class sets
+        ``per_item_generators = True`` also takes a list of generators, one per row (as
+        diffusers pipelines do; :func:`per_item_noise` draws such noise), which lets batched
+        generation decode many seeded items in one call; others are called once per item."""
 
     def set_trainable(self, policy: str) -> None:
         """``frozen`` | ``adapters`` (e.g. the fidelity conv_in) | ``full``."""
@@ -162,3 +165,16 @@ def check_state_dict(state: Mapping[str, Any], expected: Mapping[str, Any], owne
         got, want = tuple(value.shape), tuple(expected[key].shape)
         if got != want:
             raise CheckpointError(f"{owner}: tensor {key!r} has shape {got}, expected {want}{hint}")
+
+
+def per_item_noise(shape: Sequence[int], generator: Any) -> torch.Tensor:
+    """Gaussian noise of ``shape`` whose row ``i`` comes from ``generator[i]`` when a list of
+    generators is given (row ``i`` then equals what that generator alone would draw for a batch
+    of one), else from the one ``generator``."""
+    import torch
+
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])
+    return torch.randn(tuple(shape), generator=generator)

@@ -345,6 +345,33 @@ class CoDi2Model(nn.Module):
 
         return generate(self, normalize_messages(prompt, media), **options)
 
+    def generate_batch(
+        self, prompts: Sequence[Any], media: Sequence[Mapping[str, Any] | None] | Mapping[str, Any] | None = None, *,
+        seeds: Sequence[int | None] | None = None, max_batch: int = 8, **options: Any,
+    ) -> list[Answer]:
+        """Answer several prompts together: one padded LLM batch with a KV cache (at most
+        ``max_batch`` items at a time), each decoder run once per step over the items that
+        asked for its modality. ``prompts`` are what :meth:`generate` takes; ``media`` is one
+        mapping per prompt (or one shared mapping); ``seeds[i]`` gives item ``i`` the answer
+        ``generate(prompts[i], seed=seeds[i])`` gives. ``progress(event, index, answer)``
+        reports per item. Returns one :class:`Answer` per prompt, in order.
+
+        >>> answers = model.generate_batch(["Draw a red circle.", "Play a sine tone at C4."], seeds=[0, 1])  # doctest: +SKIP
+        """
+        from codi2.core.generation import generate_batch
+
+        if media is None or isinstance(media, Mapping):
+            media = [media] * len(prompts)
+        if len(media) != len(prompts):
+            raise MessageError(f"generate_batch(): {len(prompts)} prompts but {len(media)} media mappings")
+        conversations = []
+        for i, (prompt, item_media) in enumerate(zip(prompts, media)):
+            try:
+                conversations.append(normalize_messages(prompt, item_media))
+            except MessageError as exc:
+                raise type(exc)(f"prompt {i}: {exc}") from None
+        return generate_batch(self, conversations, seeds=seeds, max_batch=max_batch, **options)
+
     def chat(self, system: str | None = None) -> Any:
         """A multi-round :class:`~codi2.core.conversation.Conversation` with this model."""
         from codi2.core.conversation import Conversation

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codi2.core.interfaces import check_state_dict
+from codi2.core.interfaces import check_state_dict, per_item_noise
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError
 
@@ -165,6 +165,8 @@ class ToyDiffusionDecoder(nn.Module):
         """The UNet's clean-signal estimate for ``x_t`` at timesteps ``t`` given ``cond [B, N, D]``."""
         return self.unet(x_t, t, class_labels=self.cond_mlp(cond.float().mean(1))).sample
 
+    per_item_generators = True  # generate() takes one generator per row, like diffusers pipelines
+
     def diffusion_loss(self, cond, media, reference=None, generator=None, *, signals: torch.Tensor | None = None):
         """MSE between the clean signal and its estimate from a noised copy (x0 prediction).
         ``signals`` skips the media transform (training on a precomputed batch)."""
@@ -184,7 +186,7 @@ class ToyDiffusionDecoder(nn.Module):
         scheduler = DDIMScheduler(**self.scheduler_config)
         scheduler.set_timesteps(steps or self.options.steps)
         device = self.alphas_cumprod.device
-        x = torch.randn((len(cond), self.in_channels, *self.sample_size), generator=generator).to(device)
+        x = per_item_noise((len(cond), self.in_channels, *self.sample_size), generator).to(device)
         for t in scheduler.timesteps:
             estimate = self.denoise(x, t.expand(len(x)).to(device), cond.to(device))
             x = scheduler.step(estimate, t, x).prev_sample
@@ -195,7 +197,8 @@ class ToyDiffusionDecoder(nn.Module):
         """One item per row of ``cond [B, N, D]``; ``guidance`` is not used (no unconditional
         branch was trained), ``reference`` neither (no fidelity path)."""
         signals = self.sample(cond, steps=steps, generator=generator)
-        return [self.to_media(s.cpu(), generator) for s in signals]
+        generators = generator if isinstance(generator, (list, tuple)) else [generator] * len(signals)
+        return [self.to_media(s.cpu(), g) for s, g in zip(signals, generators)]
 
     def set_trainable(self, policy: str) -> None:
         if policy not in ("frozen", "adapters", "full"):
