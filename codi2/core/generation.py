@@ -68,7 +68,7 @@ def generate(
     propagates (a server uses this to enforce per-request deadlines).
     """
     relay = (lambda event, index, answer: progress(event, answer)) if progress is not None else None
-    return generate_batch(model, [messages], seeds=[seed], progress=relay, **options)[0]
+    return generate_batch(model, [messages], seeds=[seed], progress=relay, defer_media=False, **options)[0]
 
 
 @torch.no_grad()
@@ -79,6 +79,7 @@ def generate_batch(
     seeds: Sequence[int | None] | None = None,
     max_batch: int = 8,
     progress: Callable[[str, int, Answer], None] | None = None,
+    defer_media: bool = True,
     **options: Any,
 ) -> list[Answer]:
     """Answer several conversations, at most ``max_batch`` at a time; one :class:`Answer` each.
@@ -86,7 +87,9 @@ def generate_batch(
     ``seeds[i]`` seeds item ``i`` exactly as ``generate(..., seed=seeds[i])`` would: the same
     tokens, and the same media up to the decoders' batched arithmetic (identical where a
     decoder renders each item alone). ``progress(event, index, answer)`` reports as in
-    :func:`generate`, with the item's index. ``options`` are :func:`generate`'s.
+    :func:`generate`, with the item's index; with ``defer_media`` (the default) the media of
+    each chunk are rendered after its text, one decoder call per modality, so ``"media"``
+    events come last. ``options`` are :func:`generate`'s.
     """
     if max_batch < 1:
         raise ConfigError(f"generate_batch(): max_batch must be >= 1, got {max_batch}")
@@ -103,7 +106,7 @@ def generate_batch(
             if progress is not None:
                 progress(event, _first + row, answer)
 
-        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify)
+        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify, defer_media)
     return answers
 
 
@@ -120,7 +123,13 @@ def _render(decoder: Any, cond: torch.Tensor, reference: list | None, generators
     return items
 
 
-def _generate_rows(model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, notify: Callable) -> list[Answer]:
+def _generate_rows(
+    model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, notify: Callable, defer_media: bool,
+) -> list[Answer]:
+    """Generate for a padded batch of sequences. Text after a media item depends on its slots'
+    hidden states, never on the rendered item, so with ``defer_media`` every item is rendered
+    after the text is done (one decoder call per modality for the whole batch); otherwise each
+    is rendered as soon as its span closes (what a streaming front end wants)."""
     from codi2.core.model import Answer
 
     markers, llm = model.markers, model.llm
@@ -169,6 +178,24 @@ def _generate_rows(model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: 
     def embed(ids: list[int]) -> torch.Tensor:
         return model.embed_ids(torch.tensor([ids], device=device))[0]
 
+    jobs: list[tuple] = []  # media spans opened and not rendered yet
+
+    def render(queue: list[tuple]) -> None:
+        """Decode the queued items, one decoder call per modality (see :func:`_render`)."""
+        for modality in dict.fromkeys(job[0] for job in queue):
+            group = [job for job in queue if job[0] == modality]
+            decoder = model.decoders[modality]
+            use_reference = model.config.fidelity and decoder.supports_reference
+            reference = [references[job[1]].get(modality) for job in group] if use_reference else None
+            for job in group:
+                notify(f"render:{modality}", job[1], answers[job[1]])
+            items = _render(decoder, torch.stack([job[3] for job in group]), reference, [job[5] for job in group], cfg.steps, cfg.guidance)
+            for (_, row, place, _, name, _), item in zip(group, items):
+                item.name = item.name or name
+                answers[row].parts[place] = item
+                notify("media", row, answers[row])
+        queue.clear()
+
     def flush(row: int) -> None:
         if pending[row]:
             answers[row].parts.append(llm.detokenize(pending[row]))
@@ -206,23 +233,21 @@ def _generate_rows(model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: 
         if not opened:
             continue
         for modality, group in opened.items():
-            decoder = model.decoders[modality]
             cond = model.output_conditions(out.hidden, modality, [(row, 1) for row in group])
-            use_reference = model.config.fidelity and decoder.supports_reference
-            reference = [references[row].get(modality) for row in group] if use_reference else None
-            generators = [torch.Generator().manual_seed(seeds[row] + 1 + media_count[row]) if seeds[row] is not None else None for row in group]
-            for row in group:
-                notify(f"render:{modality}", row, answers[row])
-            items = _render(decoder, cond, reference, generators, cfg.steps, cfg.guidance)
-            for row, item in zip(group, items):
-                item.name = item.name or f"output{media_count[row]}"
-                answers[row].parts.append(item)
+            for row, c in zip(group, cond):
+                seed = seeds[row]
+                jobs.append((modality, row, len(answers[row].parts), c, f"output{media_count[row]}",
+                             torch.Generator().manual_seed(seed + 1 + media_count[row]) if seed is not None else None))
+                answers[row].parts.append(None)  # the item's place, filled when it is rendered
                 media_count[row] += 1
-                notify("media", row, answers[row])
+        if not defer_media:
+            render(jobs)
         forward({row: embed([markers.close(m)]) for m, group in opened.items() for row in group})
+    render(jobs)
     for row in range(n):
         flush(row)
         answers[row].finish_reason = finish[row]
+    return answers
     return answers
 
 

@@ -196,9 +196,13 @@ class ToyDiffusionDecoder(nn.Module):
     def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None) -> list[Media]:
         """One item per row of ``cond [B, N, D]``; ``guidance`` is not used (no unconditional
         branch was trained), ``reference`` neither (no fidelity path)."""
-        signals = self.sample(cond, steps=steps, generator=generator)
-        generators = generator if isinstance(generator, (list, tuple)) else [generator] * len(signals)
-        return [self.to_media(s.cpu(), g) for s, g in zip(signals, generators)]
+        signals = self.sample(cond, steps=steps, generator=generator).cpu()
+        if isinstance(generator, (list, tuple)):
+            return self.to_media_batch(signals, list(generator))
+        return [self.to_media(s, generator) for s in signals]
+
+    def to_media_batch(self, signals: torch.Tensor, generators: list) -> list[Media]:
+        return [self.to_media(s, g) for s, g in zip(signals, generators)]
 
     def set_trainable(self, policy: str) -> None:
         if policy not in ("frozen", "adapters", "full"):
@@ -289,6 +293,11 @@ class ToyAudioDecoder(ToyDiffusionDecoder):
         wave = mel_to_wave(signal, self.mel_fb.cpu(), self.window.cpu(), self.options.griffin_lim_iters, generator)
         return Media("audio", wave, sample_rate=SAMPLE_RATE)
 
+    def to_media_batch(self, signals: torch.Tensor, generators: list) -> list[Media]:
+        """All items' inversions in one batched Griffin-Lim."""
+        waves = mel_to_wave(signals, self.mel_fb.cpu(), self.window.cpu(), self.options.griffin_lim_iters, generators)
+        return [Media("audio", wave, sample_rate=SAMPLE_RATE) for wave in waves]
+
 
 # --- audio transforms --------------------------------------------------------------------------
 
@@ -327,20 +336,28 @@ def mel_to_wave(signal: torch.Tensor, mel_fb: torch.Tensor, window: torch.Tensor
     (multiplicative updates, Lee & Seung 2001, from a flat start). A clipped pseudo-inverse
     smears each harmonic over the width of its (wide, at high frequencies) mel band; the
     non-negative solution keeps the lines narrow. Measured on the 54 clean world sounds, log-
-    spectral distance of the round trip: mean 0.324 -> 0.249, square waves 0.497 -> 0.340."""
-    mel = (torch.exp(signal.float()[0] * LOG_SCALE + LOG_CENTER) - LOG_FLOOR).clamp(min=0)  # [128, 16]
-    mel = mel.repeat_interleave(POOL, dim=1)[:, :STFT_FRAMES]
-    magnitude = torch.full((mel_fb.shape[1], mel.shape[1]), float(mel.mean()) + 1e-8)
+    spectral distance of the round trip: mean 0.324 -> 0.249, square waves 0.497 -> 0.340.
+
+    A batch ``[B, 1, 128, 16]`` with one generator per item is inverted at once (``[B, samples]``);
+    each row equals its own inversion."""
+    mel = (torch.exp(signal.float()[..., 0, :, :] * LOG_SCALE + LOG_CENTER) - LOG_FLOOR).clamp(min=0)  # [(B,) 128, 16]
+    mel = mel.repeat_interleave(POOL, dim=-1)[..., :STFT_FRAMES]
+    start = mel.mean(dim=(-2, -1), keepdim=True) + 1e-8
+    magnitude = start.expand(*mel.shape[:-2], mel_fb.shape[1], mel.shape[-1]).clone()
     target = mel_fb.T @ mel
     for _ in range(nnls_iters):
         magnitude = magnitude * target / (mel_fb.T @ (mel_fb @ magnitude) + 1e-10)
     return griffin_lim(magnitude, window, iters, generator)
 
 
-def griffin_lim(magnitude: torch.Tensor, window: torch.Tensor, iters: int, generator: torch.Generator | None,
+def griffin_lim(magnitude: torch.Tensor, window: torch.Tensor, iters: int, generator: Any,
                 momentum: float = 0.99) -> np.ndarray:
-    """Phase recovery (fast Griffin-Lim, Perraudin et al. 2013) for a ``[513, frames]`` magnitude."""
-    phase = torch.rand(magnitude.shape, generator=generator) * 2 * np.pi
+    """Phase recovery (fast Griffin-Lim, Perraudin et al. 2013) for a ``[(B,) 513, frames]``
+    magnitude (``generator``: one, or a list of one per item of a batch)."""
+    if isinstance(generator, (list, tuple)):
+        phase = torch.stack([torch.rand(magnitude.shape[1:], generator=g) for g in generator]) * 2 * np.pi
+    else:
+        phase = torch.rand(magnitude.shape, generator=generator) * 2 * np.pi
     angles = torch.polar(torch.ones_like(magnitude), phase)
     previous = torch.zeros_like(angles)
     for _ in range(iters):
