@@ -180,9 +180,14 @@ def _run_plugins(args: argparse.Namespace) -> int:
 
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", metavar="PROMPT",
+    parser.add_argument("prompt", metavar="PROMPT", nargs="?",
                         help="the prompt; {NAME} places the media attached as NAME ({{ and }} are literal braces); "
                              "'-' reads it from standard input")  # fmt: skip
+    parser.add_argument("--prompts", metavar="FILE.jsonl",
+                        help="many prompts, one JSON object a line ({\"prompt\", \"media\", \"seed\", \"id\"}); "
+                             "answers are generated in batches and printed one JSON line each")  # fmt: skip
+    parser.add_argument("--batch", type=int, default=8, metavar="N",
+                        help="with --prompts: prompts generated together (default 8; same answers as 1)")  # fmt: skip
     parser.add_argument("--media", action="append", default=[], metavar="NAME=PATH",
                         help="attach an image, audio or video file as {NAME} (repeatable)")  # fmt: skip
     _model_argument(parser)
@@ -198,6 +203,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     from codi2.core.messages import normalize_messages
     from codi2.errors import MessageError
 
+    if (args.prompt is None) == (args.prompts is None):
+        raise MessageError("codi2 generate: give a PROMPT or --prompts FILE (one of them)")
+    if args.prompts is not None:
+        return _run_generate_many(args)
     prompt = sys.stdin.read().rstrip("\r\n") if args.prompt == "-" else args.prompt
     media: dict[str, Any] = {}
     for option in args.media:
@@ -223,6 +232,36 @@ def _run_generate(args: argparse.Namespace) -> int:
         print(f"wrote {item['path']} ({item['type']})")
     if not result["media"] and not args.quiet:
         print("(no media generated)", file=sys.stderr)
+    return 0
+
+
+def _run_generate_many(args: argparse.Namespace) -> int:
+    """``codi2 generate --prompts FILE``: one JSON line per prompt, media under ``--out/ID/``."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from codi2.answers import answer_to_dict
+    from codi2.attachments import load_attachment
+    from codi2.errors import ConfigError, MessageError
+    from codi2.prompt_files import read_prompt_file
+
+    if args.media:
+        raise MessageError("codi2 generate: --media goes with a PROMPT; in --prompts files each line has its own media")
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
+    items = read_prompt_file(args.prompts, load_media=load_attachment)  # every line checked before the model loads
+    model = _load_model(args)
+    options = _generation_options(args)
+    default_seed = options.pop("seed")
+    with tqdm(total=len(items), desc="generating", unit="item", file=sys.stderr, disable=not _progress_on(args)) as bar:
+        for first in range(0, len(items), args.batch):
+            chunk = items[first : first + args.batch]
+            seeds = [item.seed if item.seed is not None else default_seed for item in chunk]
+            answers = model.generate_batch([i.prompt for i in chunk], [i.media for i in chunk], seeds=seeds, max_batch=args.batch, **options)
+            for item, answer in zip(chunk, answers):
+                print(json.dumps({"id": item.id, **answer_to_dict(answer, Path(args.out) / item.id)}), flush=True)
+            bar.update(len(chunk))
     return 0
 
 

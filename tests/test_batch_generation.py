@@ -93,3 +93,50 @@ def test_shipped_toy_model_batch_equals_one_by_one():
         # images within 2 of 255 levels, audio within 1e-3 (batched convolutions round differently)
         same_answer(a, b, atol=2.0 if any(m.modality == "image" for m in a.media) else 1e-3)
     assert sum(len(a.media) for a in alone) == 5
+
+
+def test_generate_command_answers_a_prompt_file_in_batches(tmp_path, capsys):
+    import json
+
+    from codi2.cli import main
+    from codi2.toy import world as w
+
+    w.to_media(w.ImageItem("circle", "red")).save(tmp_path / "red.png")
+    lines = [{"prompt": "Draw a small blue square.", "id": "square"}, {"prompt": "What is in {a}?", "media": {"a": "red.png"}, "seed": 3},
+             {"prompt": "Play a sine tone at G4."}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    assert main(["--quiet", "generate", "--prompts", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "out"), "--batch", "2", "--seed", "1"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == ["square", "2", "3"]
+    assert rows[1]["text"] == "a large red circle" and not rows[1]["media"]
+    assert rows[0]["media"][0]["path"] == str(tmp_path / "out" / "square" / "output0.png")
+    assert rows[2]["media"][0]["type"] == "audio" and (tmp_path / "out" / "3" / "output0.wav").is_file()
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"prompt": "What is in {b}?"}', "p.jsonl:1: prompt: placeholder {b} has no attachment"),
+    ('{"prompt": "x", "media": {"a": "missing.png"}}', "p.jsonl:1: media.a: "),
+    ('{"prompt": "x", "seed": -1}', "p.jsonl:1: seed: expected an integer"),
+    ('{"prompt": "x", "id": "../up"}', "p.jsonl:1: id: '../up' is not a safe folder name"),
+    ('{"prompt": "x", "colour": 1}', "p.jsonl:1: unknown field(s) 'colour'"),
+    ('[1, 2]', "p.jsonl:1: expected a JSON object"),
+    ('{"prompt": "x", "id": "a"}\n{"prompt": "y", "id": "a"}', "p.jsonl:2: id: 'a' is used twice"),
+    ('{"prompt": ', "p.jsonl:1: not a JSON object"),
+])
+def test_generate_command_rejects_bad_prompt_files(tmp_path, capsys, line, message):
+    from codi2.cli import main
+
+    (tmp_path / "p.jsonl").write_text(line + "\n")
+    assert main(["generate", "--prompts", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_command_takes_a_prompt_or_a_file(tmp_path, capsys):
+    from codi2.cli import main
+
+    assert main(["generate"]) == 2
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
+    assert main(["generate", "x", "--prompts", str(tmp_path / "p.jsonl")]) == 2
+    assert "give a PROMPT or --prompts FILE" in capsys.readouterr().err
+    assert main(["generate", "--prompts", str(tmp_path / "p.jsonl"), "--batch", "0"]) == 2

@@ -69,6 +69,7 @@ def eval_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--steps", type=int, help="diffusion steps")
     gen.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     gen.add_argument("--resume", action="store_true", help="reuse outputs already in --out")
+    gen.add_argument("--batch", type=int, default=8, help="prompts generated together (8; same outputs as 1)")
 
 
 def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -161,7 +162,7 @@ def _run_task(args: argparse.Namespace, registry: Any) -> Any:
     out = Path(args.out or Path("codi2-eval") / args.task)
     gen_options = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is not None}
     common = {"registry": registry, "metrics": names, "metric_options": metric_options(args, names),
-                  "generate_options": gen_options, "resume": args.resume, "run": run}
+                  "generate_options": gen_options, "resume": args.resume, "run": run, "batch": args.batch}
     if args.task == "dreambench":
         return tasks.dreambench(model, args.data, out, shots=args.shots, samples=args.samples,
                                 max_subjects=args.max_subjects, max_prompts=args.max_prompts,

@@ -97,20 +97,42 @@ def _score_group(metrics: Mapping[str, Any], group: str, names: list[str], gener
 # --- generation -------------------------------------------------------------------------------
 
 
-def _generate(model: Any, messages: list[dict[str, Any]], modality: str, path: Path, *, seed: int,
-              options: Mapping[str, Any], resume: bool, what: str) -> Media:
+@dataclass
+class _Job:
+    """One item to generate: its conversation, seed, output file and a name for errors."""
+
+    messages: list[dict[str, Any]]
+    seed: int
+    path: Path
+    what: str
+
+
+def _generate_all(model: Any, jobs: Sequence[_Job], modality: str, *, options: Mapping[str, Any], resume: bool,
+                  batch: int, bar: Any) -> list[Media]:
+    """Generate (or with ``resume``, reuse) every job's file; ``batch`` at a time through
+    ``model.generate_batch`` when the model has it (the same answers as one by one)."""
     from codi2.core.media import load_media
 
-    if resume and path.is_file():
-        return load_media(path, modality, name=path.name)
-    answer = model.generate(messages, seed=seed, **options)
-    made = [m for m in answer.media if m.modality == modality]
-    if not made:
-        text = (answer.text or "").strip().replace("\n", " ")
-        raise MediaError(f"the model answered without an {modality} (text: {text[:80]!r})", item=what)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    made[0].save(path)
-    return load_media(path, modality, name=path.name)
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    todo = [job for job in jobs if not (resume and job.path.is_file())]
+    bar.update(len(jobs) - len(todo))
+    for first in range(0, len(todo), batch):
+        chunk = todo[first : first + batch]
+        if hasattr(model, "generate_batch"):
+            answers = model.generate_batch([job.messages for job in chunk], seeds=[job.seed for job in chunk],
+                                           max_batch=batch, **options)
+        else:
+            answers = [model.generate(job.messages, seed=job.seed, **options) for job in chunk]
+        for job, answer in zip(chunk, answers):
+            made = [m for m in answer.media if m.modality == modality]
+            if not made:
+                text = (answer.text or "").strip().replace("\n", " ")
+                raise MediaError(f"the model answered without an {modality} (text: {text[:80]!r})", item=job.what)
+            job.path.parent.mkdir(parents=True, exist_ok=True)
+            made[0].save(job.path)
+        bar.update(len(chunk))
+    return [load_media(job.path, modality, name=job.path.name) for job in jobs]
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -135,8 +157,9 @@ def dreambench(
     generate_options: Mapping[str, Any] | None = None,
     resume: bool = False,
     run: str = "model",
+    batch: int = 8,
 ) -> EvalResult:
-    """Subject-driven generation on DreamBench.
+    """Subject-driven generation on DreamBench (``batch`` prompts generated together).
 
     For each subject the first ``shots`` real images are given in context, followed by
     ``template.format(prompt=..., cls=...)`` where ``prompt`` is a DreamBench prompt with the
@@ -153,24 +176,22 @@ def dreambench(
     out = Path(out)
     loaded = load_metrics(registry, metrics, metric_options)
     gen_options = dict(generate_options or {})
-    gen: list[Media] = []
+    jobs: list[_Job] = []
     prompts: list[str] = []
     owners: list[Any] = []
-    todo = sum(len(s.prompts[:max_prompts]) * samples for s in subjects)
-    with _progress(todo, "dreambench") as bar:
-        for subject in subjects:
-            context = [{"type": "image", "path": str(p)} for p in subject.images[:shots]]
-            for p_index, template_prompt in enumerate(subject.prompts[:max_prompts]):
-                prompt = template_prompt.format(subject.cls)
-                text = template.format(prompt=prompt, cls=subject.cls)
-                messages = [{"role": "user", "content": [*context, {"type": "text", "text": text}]}]
-                for k in range(samples):
-                    path = out / "images" / subject.name / f"{p_index:02d}_{k}.png"
-                    gen.append(_generate(model, messages, "image", path, seed=k, options=gen_options,
-                                         resume=resume, what=f"{subject.name}: {prompt!r} #{k}"))
-                    prompts.append(prompt)
-                    owners.append(subject)
-                    bar.update()
+    for subject in subjects:
+        context = [{"type": "image", "path": str(p)} for p in subject.images[:shots]]
+        for p_index, template_prompt in enumerate(subject.prompts[:max_prompts]):
+            prompt = template_prompt.format(subject.cls)
+            text = template.format(prompt=prompt, cls=subject.cls)
+            messages = [{"role": "user", "content": [*context, {"type": "text", "text": text}]}]
+            for k in range(samples):
+                path = out / "images" / subject.name / f"{p_index:02d}_{k}.png"
+                jobs.append(_Job(messages, k, path, f"{subject.name}: {prompt!r} #{k}"))
+                prompts.append(prompt)
+                owners.append(subject)
+    with _progress(len(jobs), "dreambench") as bar:
+        gen = _generate_all(model, jobs, "image", options=gen_options, resume=resume, batch=batch, bar=bar)
     return _score_dreambench(loaded, subjects, gen, prompts, owners, run, out,
                              {"shots": shots, "samples": samples, "template": template, "data": str(data),
                                   "subjects": len(subjects), "generate": gen_options})
@@ -209,17 +230,15 @@ def _score_dreambench(metrics: Mapping[str, Any], subjects: list[Any], gen: list
 def _run_records(task: str, model: Any, records: list[Record], modality: str, out: Path, *,
                  metrics: Mapping[str, Any], generate_options: Mapping[str, Any], resume: bool,
                  run: str, reference_of: Callable[[Record], Media] | None,
-                 config: dict[str, Any]) -> EvalResult:
+                 config: dict[str, Any], batch: int) -> EvalResult:
     result = EvalResult(task, run, {}, {}, config={**config, "out": str(out)})
     by_group: dict[str, list[tuple[Record, Media]]] = {}
+    jobs = [_Job(record.messages, 0, out / _FOLDER[modality] / record.group / f"{record.id.replace('/', '_')}{_SUFFIX[modality]}",
+                 f"{record.id} ({record.source})") for record in records]
     with _progress(len(records), task) as bar:
-        for record in records:
-            safe_id = record.id.replace("/", "_")
-            path = out / _FOLDER[modality] / record.group / f"{safe_id}{_SUFFIX[modality]}"
-            media = _generate(model, record.messages, modality, path, seed=0, options=generate_options,
-                              resume=resume, what=f"{record.id} ({record.source})")
-            by_group.setdefault(record.group, []).append((record, media))
-            bar.update()
+        made = _generate_all(model, jobs, modality, options=generate_options, resume=resume, batch=batch, bar=bar)
+    for record, media in zip(records, made):
+        by_group.setdefault(record.group, []).append((record, media))
     for group, rows in by_group.items():
         refs = [reference_of(r) for r, _ in rows] if reference_of else None
         texts = [r.text or "" for r, _ in rows]
@@ -231,21 +250,21 @@ def edit(model: Any, data: str | Path, out: str | Path, *, registry: Any,
          metrics: Sequence[str] = DEFAULT_METRICS["edit"],
          metric_options: Mapping[str, Mapping[str, Any]] | None = None,
          generate_options: Mapping[str, Any] | None = None, resume: bool = False,
-         limit: int | None = None, run: str = "model") -> EvalResult:
+         limit: int | None = None, run: str = "model", batch: int = 8) -> EvalResult:
     """Instruction editing: input image + instruction -> edited image, scored by CLIPSIM
     (cosine with the target caption)."""
     records = edit_records(data)[:limit]
     loaded = load_metrics(registry, metrics, metric_options)
     return _run_records("edit", model, records, "image", Path(out), metrics=loaded,
                         generate_options=dict(generate_options or {}), resume=resume, run=run,
-                        reference_of=None, config={"data": str(data), "items": len(records)})
+                        reference_of=None, config={"data": str(data), "items": len(records)}, batch=batch)
 
 
 def audio_edit(model: Any, data: str | Path, out: str | Path, *, registry: Any,
                metrics: Sequence[str] = DEFAULT_METRICS["audio-edit"],
                metric_options: Mapping[str, Mapping[str, Any]] | None = None,
                generate_options: Mapping[str, Any] | None = None, resume: bool = False,
-               limit: int | None = None, run: str = "model") -> EvalResult:
+               limit: int | None = None, run: str = "model", batch: int = 8) -> EvalResult:
     """Audio editing (adding / dropping / replacing a sound), each group scored by LSD, KL and
     FD against its reference targets."""
     from codi2.core.media import load_media
@@ -255,7 +274,7 @@ def audio_edit(model: Any, data: str | Path, out: str | Path, *, registry: Any,
     return _run_records("audio-edit", model, records, "audio", Path(out), metrics=loaded,
                         generate_options=dict(generate_options or {}), resume=resume, run=run,
                         reference_of=lambda r: load_media(r.target, "audio", name=f"{r.id} target"),
-                        config={"data": str(data), "items": len(records)})
+                        config={"data": str(data), "items": len(records)}, batch=batch)
 
 
 def score_folders(generated: str | Path, references: str | Path, *, registry: Any,

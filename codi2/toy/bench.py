@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,14 +93,47 @@ def _score(sample: Sample, turns: list[tuple[list[Media], str]]) -> tuple[bool, 
     return passed == len(sample.expected) and len(checks) == len(sample.expected), passed, len(sample.expected), distance
 
 
-def _group(model: Any, samples: list[Sample], options: dict[str, Any], seed: int, *, ablate: bool) -> dict[str, Any]:
-    stats: dict[str, list] = {"model": [], "copy_input": [], "no_examples": [], "lsd": [], "lsd_copy": [], "outputs": [0, 0], "errors": []}
-    for sample in samples:
+def answer_all(model: Any, samples: Sequence[Sample], options: dict[str, Any], seed: int, batch: int) -> list[Any]:
+    """:func:`answer_model` for every sample (or the :class:`Codi2Error` it raised): one-turn
+    samples go through ``model.generate_batch``, ``batch`` at a time, with the same answers as
+    one by one (same seed); multi-round samples are chats, asked one by one."""
+    results: list[Any] = [None] * len(samples)
+    batched = hasattr(model, "generate_batch")  # else any object with generate() and chat()
+    single = [i for i, s in enumerate(samples) if not s.followups and batched]
+    for first in range(0, len(single), batch):
+        chunk = single[first : first + batch]
         try:
-            turns = answer_model(model, sample, options, seed)
-        except Codi2Error as exc:  # a task this model cannot do fails, counted and reported
+            answers = model.generate_batch([samples[i].prompt for i in chunk], [samples[i].media for i in chunk],
+                                           seeds=[seed] * len(chunk), max_batch=batch, **options)
+            for i, answer in zip(chunk, answers):
+                results[i] = [(answer.media, answer.text)]
+        except Codi2Error:  # find which item fails: one by one
+            for i in chunk:
+                results[i] = _answer_or_error(model, samples[i], options, seed)
+    for i, sample in enumerate(samples):
+        if results[i] is None:
+            results[i] = _answer_or_error(model, sample, options, seed)
+    return results
+
+
+def _answer_or_error(model: Any, sample: Sample, options: dict[str, Any], seed: int) -> Any:
+    try:
+        return answer_model(model, sample, options, seed)
+    except Codi2Error as exc:
+        return exc
+
+
+def _group(model: Any, samples: list[Sample], options: dict[str, Any], seed: int, *, ablate: bool, batch: int = 8) -> dict[str, Any]:
+    stats: dict[str, list] = {"model": [], "copy_input": [], "no_examples": [], "lsd": [], "lsd_copy": [], "outputs": [0, 0], "errors": []}
+    answers = answer_all(model, samples, options, seed, batch)
+    if ablate:
+        ablated = [sample.without_examples() for sample in samples]
+        no_examples = answer_all(model, [replace(s, prompt=p, media=m, followups=[]) for s, (p, m) in zip(samples, ablated)], options, seed, batch)
+    for index, sample in enumerate(samples):
+        turns = answers[index]
+        if isinstance(turns, Codi2Error):  # a task this model cannot do fails, counted and reported
+            stats["errors"].append(f"{type(turns).__name__}: {turns}")
             turns = [([], "")] * len(sample.prompts)
-            stats["errors"].append(f"{type(exc).__name__}: {exc}")
         ok, passed, total, distance = _score(sample, turns)
         stats["model"].append(ok)
         stats["outputs"][0] += passed
@@ -110,13 +144,12 @@ def _group(model: Any, samples: list[Sample], options: dict[str, Any], seed: int
             stats["lsd"].append(distance)
             stats["lsd_copy"].append(copy_distance)
         if ablate:
-            prompt, media = sample.without_examples()
-            try:
-                answer = model.generate(prompt, media=media, seed=seed, **options)
-                stats["no_examples"].append(_score(sample, [(answer.media, answer.text)])[0])
-            except Codi2Error as exc:
+            turns = no_examples[index]
+            if isinstance(turns, Codi2Error):
                 stats["no_examples"].append(False)
-                stats["errors"].append(f"{type(exc).__name__}: {exc}")
+                stats["errors"].append(f"{type(turns).__name__}: {turns}")
+            else:
+                stats["no_examples"].append(_score(sample, turns)[0])
     out: dict[str, Any] = {
         "n": len(samples),
         "accuracy": _mean(stats["model"]),
@@ -145,13 +178,16 @@ def run_bench(
     options: dict[str, Any] | None = None,
     tasks: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    batch: int = 8,
 ) -> dict[str, Any]:
     """Benchmark ``model``: ``n`` seen and ``n`` held-out samples per task. Returns a JSON-able dict:
 
     ``tasks[task]["seen" | "held_out"]`` with ``accuracy``, ``output_accuracy``, ``copy_input``
     (and ``no_examples`` for exemplar tasks, ``lsd`` for audio edits); ``exemplar_held_out``,
     ``audio_edit_lsd`` and ``goals`` (each goal with its measurement and whether it is met).
-    ``options`` go to every generation call; ``progress`` gets one line per task group.
+    ``options`` go to every generation call; ``progress`` gets one line per task group;
+    one-turn prompts are answered ``batch`` at a time (``model.generate_batch``: the same
+    answers as one by one).
     """
     options = dict(options or {})
     names = list(tasks or TASKS)
@@ -167,7 +203,7 @@ def run_bench(
         for group, held_out in groups.items():
             t0 = time.perf_counter()
             samples = make_samples(name, n, seed=seed, split="eval", held_out=held_out)
-            result = _group(model, samples, options, seed, ablate=info.exemplar)
+            result = _group(model, samples, options, seed, ablate=info.exemplar, batch=batch)
             report["tasks"][name][group] = result
             if progress:
                 errors = f", {result['errors']} error(s): {result['first_error']}" if result["errors"] else ""

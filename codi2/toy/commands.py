@@ -42,6 +42,7 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--n", type=_positive, default=20, help="samples per task and group (seen / held-out; default: 20)")
     parser.add_argument("--task", action="append", default=None, help="run only this task (repeatable)")
+    parser.add_argument("--batch", type=_positive, default=8, help="prompts generated together (default: 8; same answers as 1)")
     _generation_arguments(parser)
 
 
@@ -87,7 +88,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if unknown:  # before the model loads
         raise ConfigError(f"codi2 bench toy: unknown task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
     report = run_bench(_load(args), args.n, args.seed, options=_options(args), tasks=args.task,
-                       progress=None if args.json else print_progress)
+                       progress=None if args.json else print_progress, batch=args.batch)
     report["model"] = args.model
     print(json.dumps(report) if args.json else format_report(report))
     return 0
