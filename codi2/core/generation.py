@@ -154,7 +154,8 @@ def _generate_rows(
     active = set(range(n))
 
     mask = batch.attention_mask
-    out = llm.forward(model.inputs_embeds(batch), attention_mask=mask)
+    alone = n == 1  # one row has no padding and no holes: let the LLM build its plain causal mask
+    out = llm.forward(model.inputs_embeds(batch), attention_mask=None if alone else mask)
     rows = torch.arange(n, device=device)
     last = mask.sum(1) - 1
     # each row's newest LLM logits and hidden state (rows not fed in a step keep theirs)
@@ -171,7 +172,7 @@ def _generate_rows(
             embeds[row, : len(e)] = e
             new_mask[row, : len(e)] = 1
         mask = torch.cat([mask, new_mask], 1)
-        out = llm.forward(embeds, attention_mask=mask, past=out.past)
+        out = llm.forward(embeds, attention_mask=None if alone else mask, past=out.past)
         for row, e in feeds.items():
             row_logits[row], row_hidden[row] = out.logits[row, len(e) - 1], out.hidden[row, len(e) - 1]
 
