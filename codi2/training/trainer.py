@@ -292,7 +292,10 @@ class _Run:
             result.cache_stats = self.cache.stats.as_dict()
         if result.skipped and self.main:
             print(f"{len(result.skipped)} sample(s) skipped in total (see metrics.jsonl)")
-        acc.end_training()
+        # not acc.end_training(): it destroys the process group, which a second train() in this
+        # process (the next stage of a launched script) still needs
+        for tracker in acc.trackers:
+            tracker.finish()
         return result
 
     def _micro_step(self, item: TrainBatch) -> torch.Tensor:

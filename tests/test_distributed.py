@@ -1,0 +1,64 @@
+"""Distributed training verified: ``accelerate launch`` with two CPU processes (gloo), from
+WebDataset shards, one run killed with SIGKILL and resumed onto the loss curve of an
+uninterrupted one.
+
+FSDP is not launched here: accelerate (1.16) sets up FSDP only for accelerator devices (see
+docs/training.md, "From one GPU to many nodes"); the same trainer code path is the one DDP runs.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_training import run_config, totals, write_dataset
+
+from codi2.training.checkpoint import latest_checkpoint
+from codi2.training.shards import convert
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(config: Path, mode: str, arg: str) -> subprocess.CompletedProcess:
+    # on CPUs accelerate starts its processes through torchrun (--multi_gpu) and ACCELERATE_USE_CPU
+    # makes each one a CPU process joined over gloo (a MULTI_CPU run)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), str(HERE / "_distributed_run.py"), str(config), mode, arg]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+
+
+@pytest.mark.timeout(300)
+def test_ddp_on_two_cpu_processes_from_shards_killed_and_resumed_matches_an_uninterrupted_run(tmp_path):
+    convert(write_dataset(tmp_path / "jsonl", n=8), tmp_path / "shards", shard_size=2)  # 4 shards: 2 per rank
+    settings = {"batch_size": 1, "max_steps": 8, "num_workers": 0, "save_every": 2, "keep_last": 2}
+    configs = tmp_path / "configs.json"
+    configs.write_text(json.dumps({"straight": run_config(tmp_path / "a", tmp_path / "shards", **settings),
+                                   "killed": run_config(tmp_path / "b", tmp_path / "shards", **settings), "kill_at": 6}))
+
+    dead = launch(configs, "kill", str(tmp_path / "straight-out.json"))  # an uninterrupted run, then the killed one
+    assert (tmp_path / "straight-out.json").is_file(), dead.stderr[-3000:]
+    reference = json.loads((tmp_path / "straight-out.json").read_text())
+    assert reference["processes"] == 2 and reference["distributed_type"] == "DistributedType.MULTI_CPU"
+    assert [h["step"] for h in reference["history"]] == list(range(1, 9))
+    assert dead.returncode != 0, "the second run was to be killed"
+    checkpoint = latest_checkpoint(tmp_path / "b" / "run" / "checkpoints")
+    assert checkpoint is not None and checkpoint.name == "step-000004", "killed during step 6: step 4 is the last checkpoint"
+
+    resumed = launch(configs, "resume", str(tmp_path / "resumed-out.json"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    history = json.loads((tmp_path / "resumed-out.json").read_text())["history"]
+    assert [h["step"] for h in history] == list(range(5, 9))
+    np.testing.assert_allclose(totals(history), totals(reference["history"][4:]), rtol=1e-6, atol=1e-7)
