@@ -302,8 +302,12 @@ def test_feature_cache_is_hit_in_epoch_two_and_survives_corruption(tmp_path, dat
 
     cache = FeatureCache(tmp_path / "cache")
     cache.put("enc/image/abc", torch.ones(1, 4))
+    cache.flush()
     torch.testing.assert_close(cache.get("enc/image/abc"), torch.ones(1, 4))
-    cache.path_for("enc/image/abc").write_bytes(b"\x00garbage")
+    (shard,) = (tmp_path / "cache" / "shards").iterdir()
+    garbled = bytearray(shard.read_bytes())
+    garbled[-3] ^= 0xFF  # one flipped bit in the features: the CRC catches it
+    shard.write_bytes(bytes(garbled))
     assert cache.get("enc/image/abc") is None and cache.stats.corrupt == 1
     cache.put("enc/image/abc", torch.zeros(1, 4))
     assert cache.get("enc/image/abc").sum() == 0 and len(cache) == 1

@@ -289,6 +289,7 @@ class _Run:
         if self.step >= self.total_steps or result.timed_out:
             result.final_dir = self.save_final()
         if self.cache is not None:
+            self.cache.close()  # publishes its last index rows
             result.cache_stats = self.cache.stats.as_dict()
         if result.skipped and self.main:
             print(f"{len(result.skipped)} sample(s) skipped in total (see metrics.jsonl)")
