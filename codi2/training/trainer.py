@@ -38,6 +38,7 @@ from codi2.training.loader import Collator, EpochSampler, LRFactor, TrainBatch, 
 from codi2.training.stages import (
     apply_stage,
     build_model,
+    enable_gradient_checkpointing,
     frozen_parts_to_eval,
     param_groups,
     prepare_registry,
@@ -145,10 +146,7 @@ class _Run:
             self._load_weights(self.resume_from / "model.safetensors")
         apply_stage(model, config.trainable_for(fidelity=model.config.fidelity), continued)
         if config.gradient_checkpointing:
-            enable = getattr(model.llm, "enable_gradient_checkpointing", None)
-            if enable is None:
-                raise ConfigError(f"gradient_checkpointing: llm {model.llm.name!r} does not support it (no enable_gradient_checkpointing())")
-            enable()
+            enable_gradient_checkpointing(model)
         self.cache = None
         if config.feature_cache_dir is not None:
             from codi2.training.cache import FeatureCache
