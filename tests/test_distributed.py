@@ -62,3 +62,23 @@ def test_ddp_on_two_cpu_processes_from_shards_killed_and_resumed_matches_an_unin
     history = json.loads((tmp_path / "resumed-out.json").read_text())["history"]
     assert [h["step"] for h in history] == list(range(5, 9))
     np.testing.assert_allclose(totals(history), totals(reference["history"][4:]), rtol=1e-6, atol=1e-7)
+
+
+def test_the_documented_accelerate_configs_load_and_deepspeed_matches_the_paper_config():
+    """The configs of docs/training.md ("From one GPU to many nodes") as far as a CPU checks
+    them: accelerate reads each (unknown or misspelled keys fail), and DeepSpeed's file builds
+    accelerate's DeepSpeed plugin (deepspeed itself is not installed here) with the micro-batch
+    and accumulation of the documented paper-scale training config."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    folder = HERE.parent / "docs" / "accelerate"
+    kinds = {path.name: load_config_from_file(str(path)).distributed_type for path in sorted(folder.glob("*.yaml"))}
+    assert kinds == {"ddp-2nodes.yaml": DistributedType.MULTI_GPU, "ddp-8gpu.yaml": DistributedType.MULTI_GPU,
+                     "deepspeed-zero2-8gpu.yaml": DistributedType.DEEPSPEED, "fsdp-8gpu.yaml": DistributedType.FSDP}
+    deepspeed = load_config_from_file(str(folder / "deepspeed-zero2-8gpu.yaml")).deepspeed_config
+    plugin = DeepSpeedPlugin(hf_ds_config=str(HERE.parent / deepspeed["deepspeed_config_file"]))
+    assert plugin.zero_stage == 2
+    docs = (HERE.parent / "docs" / "training.md").read_text()
+    assert "batch_size: 4\ngrad_accumulation: 8\n" in docs, "the paper-scale config of docs/training.md"
+    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 4 and plugin.deepspeed_config["gradient_accumulation_steps"] == 8
