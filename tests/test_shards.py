@@ -94,6 +94,11 @@ def test_bad_samples_are_named_by_shard_and_key_and_skipped_or_raised(tmp_path, 
     (tmp_path / "shards" / INDEX_FILE).write_text(json.dumps(index))
     config = run_config(tmp_path, tmp_path / "shards", max_steps=8, batch_size=2)
     config["data"]["shuffle"] = False
+    from codi2.training.shards import validate_shards
+
+    report = validate_shards([tmp_path / "shards"], decode=True)
+    assert report.samples == 10 and [(p.file, p.field) for p in report.problems] == [("shards/bad.tar", f"key 'k{i}'") for i in (1, 2, 3)]
+    assert "not a readable image" in report.problems[2].message
     with pytest.raises(DatasetError, match=r"shards/bad.tar: key 'k1': invalid JSON"):
         train(config, make_registry())
     config["data"]["on_error"] = "skip"
@@ -130,6 +135,8 @@ def test_codi2_data_convert_and_build_write_shards(tmp_path, jsonl, capsys):
 
     assert main(["data", "convert", str(jsonl), "--out", str(tmp_path / "wds"), "--shard-size", "4"]) == 0
     assert "wrote 10 sample(s) in 3 webdataset shard(s)" in capsys.readouterr().out
+    assert main(["data", "validate", str(tmp_path / "wds")]) == 0
+    assert "10 valid sample(s)" in capsys.readouterr().out
     assert main(["data", "convert", str(jsonl), "--out", str(tmp_path / "arrow"), "--format", "arrow"]) == 0
     assert sum(s.samples for s in find_shards([tmp_path / "arrow"])) == 10
     pictures = tmp_path / "pictures"

@@ -93,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def data_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    validate = sub.add_parser("validate", help="check JSONL files; list every problem with file, line and field")
+    validate = sub.add_parser("validate", help="check JSONL files (or shard folders); list every problem with file, line and field (shard and key)")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument("--decode", action="store_true", help="also read every media file")
     validate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -138,8 +138,14 @@ def run_data(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from codi2.training.data import validate_files
+    from codi2.training.shards import is_sharded, validate_shards
 
-    report = validate_files(args.files, decode=args.decode)
+    sharded = [f for f in args.files if is_sharded(f)]
+    if sharded and len(sharded) != len(args.files):
+        from codi2.errors import DatasetError
+
+        raise DatasetError("give JSONL files or shard folders to validate, not both at once")
+    report = validate_shards(args.files, decode=args.decode) if sharded else validate_files(args.files, decode=args.decode)
     if args.json:
         print(json.dumps({"files": report.files, "samples": report.samples, "media": dict(report.media),
                           "problems": [vars(p) for p in report.problems]}, indent=2))
