@@ -2,8 +2,9 @@
 WebDataset shards, one run killed with SIGKILL and resumed onto the loss curve of an
 uninterrupted one.
 
-FSDP is not launched here: accelerate (1.16) sets up FSDP only for accelerator devices (see
-docs/training.md, "From one GPU to many nodes"); the same trainer code path is the one DDP runs.
+FSDP is not launched through accelerate here: accelerate (1.16) sets up FSDP only for
+accelerator devices (see docs/training.md, "From one GPU to many nodes"). What the CPU allows is
+checked instead: torch's own FSDP over codi2's model on two gloo processes.
 """
 
 import json
@@ -82,3 +83,19 @@ def test_the_documented_accelerate_configs_load_and_deepspeed_matches_the_paper_
     docs = (HERE.parent / "docs" / "training.md").read_text()
     assert "batch_size: 4\ngrad_accumulation: 8\n" in docs, "the paper-scale config of docs/training.md"
     assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 4 and plugin.deepspeed_config["gradient_accumulation_steps"] == 8
+
+
+def test_torch_fsdp_shards_the_model_on_two_cpu_processes_with_ddp_gradients(tmp_path):
+    """What the CPU allows for FSDP (accelerate will not set it up on CPUs, see the module doc):
+    torch's own FSDP (fully_shard) over codi2's model on two gloo processes, each with its own
+    sample. Every parameter becomes a shard, and the gathered gradients equal DDP's (the mean
+    of the processes' unsharded gradients)."""
+    import torch.multiprocessing as mp
+
+    import _fsdp_worker
+
+    out = tmp_path / "fsdp.json"
+    mp.spawn(_fsdp_worker.run, args=(2, free_port(), str(out)), nprocs=2)
+    result = json.loads(out.read_text())
+    assert result["names_equal"] and result["trained"] > 20 and result["dtensors"] > result["trained"]
+    assert result["worst"] < 1e-6
