@@ -19,9 +19,9 @@ import torch
 
 torch.set_num_threads(1)
 
-from test_training import make_registry  # noqa: E402
+from test_training import make_registry
 
-from codi2.training import trainer  # noqa: E402
+from codi2.training import trainer
 
 config_path, mode, out = sys.argv[1:4]
 configs = json.loads(Path(config_path).read_text())

@@ -12,9 +12,8 @@ def run(rank: int, world: int, port: int, out: str) -> None:
 
     import torch
     import torch.distributed as dist
-    from torch.distributed.fsdp import fully_shard
-
     from test_training import make_registry, model_config
+    from torch.distributed.fsdp import fully_shard
 
     from codi2.core.model import CoDi2Model
     from codi2.testing import test_media

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from test_training import make_registry, run_config, totals, write_dataset
 
 from codi2.core.model import CoDi2Model

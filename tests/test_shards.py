@@ -8,7 +8,6 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-
 from test_training import make_registry, run_config, totals, write_dataset
 
 from codi2.errors import ConfigError, DatasetError

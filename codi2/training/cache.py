@@ -35,6 +35,7 @@ once per item, so there are few); delete the folder to reclaim them.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -275,10 +276,8 @@ class FeatureCache:
         self._pid, self._db, self._writer, self._pending, self._readers = None, None, None, [], OrderedDict()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown modules may be gone
             self.close()
-        except Exception:  # noqa: BLE001 (interpreter shutdown: modules may be gone)
-            pass
 
     def __len__(self) -> int:
         """Entries in the index."""

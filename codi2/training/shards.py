@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from codi2.errors import DatasetError
-from codi2.training.data import Sample, ValidationReport, check_record, iter_samples, resolve_media_path
+from codi2.training.data import (
+    Sample,
+    ValidationReport,
+    check_record,
+    iter_samples,
+    resolve_media_path,
+)
 
 INDEX_FILE = "shards.json"
 INDEX_FORMAT = "codi2-webdataset/1"
