@@ -23,7 +23,7 @@ def jsonl(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("jsonl"), n=10)
 
 
-@pytest.mark.parametrize(("kind", "workers"), [("webdataset", 2), ("arrow", 0)])
+@pytest.mark.parametrize(("kind", "workers"), [("webdataset", 2), ("arrow", 0), ("parquet", 1)])
 def test_sharded_training_resumes_mid_epoch_on_the_same_loss_curve(tmp_path, jsonl, kind, workers):
     report = convert(jsonl, tmp_path / "shards", kind=kind, shard_size=3)
     assert report.samples == 10 and report.shards == 4
@@ -40,17 +40,20 @@ def test_sharded_training_resumes_mid_epoch_on_the_same_loss_curve(tmp_path, jso
 def test_shards_hold_the_jsonl_samples_with_their_media_inside(tmp_path, jsonl):
     convert(jsonl, tmp_path / "wds", shard_size=4)
     convert(jsonl, tmp_path / "arrow", kind="arrow", shard_size=4)
+    convert(jsonl, tmp_path / "parquet", kind="parquet", shard_size=4)
     index = json.loads((tmp_path / "wds" / INDEX_FILE).read_text())
     assert [s["samples"] for s in index["shards"]] == [4, 4, 2]
-    for folder in ("wds", "arrow"):
+    for folder in ("wds", "arrow", "parquet"):
         shards = find_shards([tmp_path / folder])
         assert sum(s.samples for s in shards) == 10
         samples = [to_sample(shard, *raw) for shard in shards for raw in read_shard(shard)]
         assert [s.id for s in samples] == list(range(10))
         image = samples[3].messages[0]["content"][1]
         assert image["type"] == "image" and image["data"] == (jsonl.parent / "media" / "in3.png").read_bytes()
-    skipped_from = [s for s in read_shard(find_shards([tmp_path / "wds"])[1], skip=3)]
-    assert [i for i, *_ in skipped_from] == [3]
+    for folder in ("wds", "arrow", "parquet"):
+        skipped_from = list(read_shard(find_shards([tmp_path / folder])[1], skip=2))
+        assert [i for i, *_ in skipped_from] == list(range(2, find_shards([tmp_path / folder])[1].samples)), folder
+        assert json.loads(skipped_from[0][2])["id"] == json.loads(next(read_shard(find_shards([tmp_path / folder])[1]))[2])["id"] + 2
 
 
 def test_each_rank_and_worker_reads_its_own_shards_and_every_rank_runs_the_same_number_of_batches():

@@ -106,7 +106,7 @@ def data_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--limit", type=int, metavar="N", help="at most N samples")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a builder option (YAML value, e.g. ops=[add,drop]); repeatable")
     _shard_arguments(build, "also write the dataset as shards to OUT/shards (webdataset tar or arrow)")
-    convert = sub.add_parser("convert", help="turn JSONL datasets into shards (WebDataset tar or Hugging Face Arrow), media inside")
+    convert = sub.add_parser("convert", help="turn JSONL datasets into shards (WebDataset tar, or Hugging Face Arrow / Parquet), media inside")
     convert.add_argument("files", nargs="+", metavar="FILE", help="JSONL dataset file(s)")
     convert.add_argument("--out", required=True, metavar="DIR", help="output folder of the shards")
     _shard_arguments(convert, "shard layout (default webdataset)")
@@ -115,7 +115,7 @@ def data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _shard_arguments(parser: argparse.ArgumentParser, help_format: str) -> None:
-    parser.add_argument("--format", choices=("webdataset", "arrow"), help=help_format)
+    parser.add_argument("--format", choices=("webdataset", "arrow", "parquet"), help=help_format)
     parser.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per shard (default 1000)")
 
 

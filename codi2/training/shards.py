@@ -15,6 +15,10 @@ Two layouts, both written by ``codi2 data convert`` (and ``codi2 data build --fo
 - **Arrow** (a folder written by ``datasets.Dataset.save_to_disk``: ``data-00000-of-00004.arrow``
   ... with columns ``__key__``, ``json`` and ``media`` (a list of ``{name, data}``)). Each
   ``.arrow`` file is one shard, memory-mapped, so a resume jumps to its sample directly.
+- **Parquet** (``data-00000-of-00004.parquet`` ..., the same columns; the layout of datasets on
+  the Hugging Face Hub): each file is one shard, streamed with ``datasets``' streaming loader
+  (``load_dataset("parquet", ..., streaming=True)``), so a shard may also be a remote URL
+  (``hf://datasets/...``) that fsspec opens; its row count comes from the Parquet footer.
 
 A record is checked exactly like a JSONL line (:func:`codi2.training.data.check_record`); a
 problem is reported with its shard and key (``shard-000003.tar: key '000000017': ...``).
@@ -45,7 +49,8 @@ INDEX_FORMAT = "codi2-webdataset/1"
 #: a placeholder media source while a record is checked; the member's bytes replace it after
 _PLACEHOLDER = "data:,"
 
-Format = Literal["webdataset", "arrow"]
+Format = Literal["webdataset", "arrow", "parquet"]
+_TABLE_SUFFIXES = (".arrow", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ class BadSample:
 def is_sharded(path: str | Path) -> bool:
     """Whether a ``data.train`` / ``data.eval`` entry names shards rather than a JSONL file."""
     path = Path(path)
-    return path.name == INDEX_FILE or path.is_dir() or path.suffix == ".arrow"
+    return path.name == INDEX_FILE or path.is_dir() or path.suffix in _TABLE_SUFFIXES or "://" in str(path)
 
 
 def find_shards(paths: Sequence[str | Path]) -> list[Shard]:
@@ -96,13 +101,15 @@ def find_shards(paths: Sequence[str | Path]) -> list[Shard]:
         path = Path(entry)
         if path.name == INDEX_FILE or (path.is_dir() and (path / INDEX_FILE).is_file()):
             shards += _webdataset_index(path if path.name == INDEX_FILE else path / INDEX_FILE)
-        elif path.suffix == ".arrow" and path.is_file():
-            shards.append(_arrow_shard(path))
+        elif path.suffix in _TABLE_SUFFIXES and (path.is_file() or "://" in str(entry)):
+            shards.append(_table_shard(str(entry)))
         elif path.is_dir() and sorted(path.glob("*.arrow")):
-            shards += [_arrow_shard(p) for p in sorted(path.glob("*.arrow"))]
+            shards += [_table_shard(str(p)) for p in sorted(path.glob("*.arrow"))]
+        elif path.is_dir() and sorted(path.glob("*.parquet")):
+            shards += [_table_shard(str(p)) for p in sorted(path.glob("*.parquet"))]
         elif path.is_dir():
-            raise DatasetError(f"{path}: holds neither {INDEX_FILE} (WebDataset shards) nor .arrow files "
-                               "(a datasets save_to_disk folder); make shards with `codi2 data convert`")
+            raise DatasetError(f"{path}: holds neither {INDEX_FILE} (WebDataset shards) nor .arrow or .parquet files "
+                               "(Hugging Face datasets); make shards with `codi2 data convert`")
         else:
             raise DatasetError(f"{path}: no such shard folder or file")
     if not shards:
@@ -131,15 +138,22 @@ def _webdataset_index(index: Path) -> list[Shard]:
         raise DatasetError(f"{index}: malformed shard index ({type(exc).__name__}: {exc})") from None
 
 
-def _arrow_shard(path: Path) -> Shard:
+def _table_shard(url: str) -> Shard:
+    """An Arrow file (memory-mapped) or a Parquet file (local or remote: its footer only)."""
     import pyarrow as pa
 
+    name = "/".join(url.rstrip("/").split("/")[-2:])
     try:
-        with pa.memory_map(str(path)) as source:
-            rows = pa.ipc.open_stream(source).read_all().num_rows
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DatasetError(f"{path}: not a readable Arrow shard ({exc})") from None
-    return Shard(f"{path.parent.name}/{path.name}", str(path), rows, "arrow")
+        if url.endswith(".parquet"):
+            import fsspec
+            import pyarrow.parquet as pq
+
+            with fsspec.open(url, "rb") as handle:
+                return Shard(name, url, pq.ParquetFile(handle).metadata.num_rows, "parquet")
+        with pa.memory_map(url) as source:
+            return Shard(name, url, pa.ipc.open_stream(source).read_all().num_rows, "arrow")
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise DatasetError(f"{url}: not a readable {Path(url).suffix[1:]} shard ({exc})") from None
 
 
 # --- reading one shard ----------------------------------------------------------------------------
@@ -148,8 +162,8 @@ def _arrow_shard(path: Path) -> Shard:
 def read_shard(shard: Shard, skip: int = 0) -> Iterator[tuple[int, str, bytes | None, dict[str, bytes]]]:
     """``(index, key, record JSON bytes, media members)`` for each sample of ``shard`` from
     sample ``skip`` on. An unreadable shard raises DatasetError naming it."""
-    if shard.kind == "arrow":
-        yield from _read_arrow(shard, skip)
+    if shard.kind in ("arrow", "parquet"):
+        yield from _read_table(shard, skip)
     else:
         yield from _read_tar(shard, skip)
 
@@ -174,18 +188,23 @@ def _read_tar(shard: Shard, skip: int) -> Iterator[tuple[int, str, bytes | None,
         raise DatasetError(f"{shard.name}: unreadable shard ({exc})") from None
 
 
-def _read_arrow(shard: Shard, skip: int) -> Iterator[tuple[int, str, bytes | None, dict[str, bytes]]]:
+def _read_table(shard: Shard, skip: int) -> Iterator[tuple[int, str, bytes | None, dict[str, bytes]]]:
     import datasets
 
+    datasets.disable_progress_bars()
     try:
-        table = datasets.Dataset.from_file(shard.url, in_memory=False)
+        if shard.kind == "arrow":  # memory-mapped: a resume indexes its row directly
+            table = datasets.Dataset.from_file(shard.url, in_memory=False)
+            columns, rows = table.column_names, (table[i] for i in range(skip, len(table)))
+        else:  # streamed: nothing but the rows read is held
+            table = datasets.load_dataset("parquet", data_files=[shard.url], split="train", streaming=True)
+            columns, rows = list(table.features or {}), iter(table.skip(skip))
     except Exception as exc:  # noqa: BLE001 (datasets raises many kinds; all mean "cannot read this shard")
         raise DatasetError(f"{shard.name}: unreadable shard ({exc})") from None
-    missing = {"__key__", "json"} - set(table.column_names)
+    missing = {"__key__", "json"} - set(columns)
     if missing:
-        raise DatasetError(f"{shard.name}: Arrow shard without column(s) {sorted(missing)} (has {table.column_names})")
-    for index in range(skip, len(table)):
-        row = table[index]
+        raise DatasetError(f"{shard.name}: {shard.kind} shard without column(s) {sorted(missing)} (has {columns})")
+    for index, row in enumerate(rows, start=skip):
         json_value = row["json"]
         members = {m["name"]: m["data"] for m in row.get("media") or []}
         yield index, str(row["__key__"]), json_value.encode("utf-8") if isinstance(json_value, str) else json_value, members
@@ -294,8 +313,8 @@ def convert(sources: str | Path | Sequence[str | Path], out: str | Path, *, kind
     if problems and on_error == "raise":
         raise DatasetError(format_problems(problems, header="cannot convert", hint="fix the lines or pass --on-error skip"))
     skipped = [str(p) for p in problems]
-    if kind == "arrow":
-        shards, samples = _write_arrow([str(f) for f in files], out, shard_size)
+    if kind in ("arrow", "parquet"):
+        shards, samples = _write_table([str(f) for f in files], out, shard_size, kind)
     else:
         shards, samples = _write_tars(_records(files), out, shard_size)
     if not samples:
@@ -372,7 +391,7 @@ def _close_tar(writer: Any, out: Path, index: list[dict[str, Any]], count: int) 
     index[-1]["samples"] = count
 
 
-def _write_arrow(files: list[str], out: Path, shard_size: int) -> tuple[int, int]:
+def _write_table(files: list[str], out: Path, shard_size: int, kind: str) -> tuple[int, int]:
     import tempfile
 
     import datasets
@@ -387,5 +406,10 @@ def _write_arrow(files: list[str], out: Path, shard_size: int) -> tuple[int, int
         if not len(table):
             return 0, 0
         num_shards = max(1, -(-len(table) // shard_size))
-        table.save_to_disk(str(out), num_shards=num_shards)
+        if kind == "arrow":
+            table.save_to_disk(str(out), num_shards=num_shards)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            for i in range(num_shards):
+                table.shard(num_shards, i, contiguous=True).to_parquet(str(out / f"data-{i:05d}-of-{num_shards:05d}.parquet"))
         return num_shards, len(table)
