@@ -14,6 +14,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.decoders.sd_unclip",
     "codi2.plugins.decoders.audioldm2",
     "codi2.plugins.decoders.zeroscope",
+    "codi2.plugins.decoders.diffusers_pipeline",
     "codi2.plugins.tiny",
     "codi2.plugins.toy",
     "codi2.evaluation.plugin",
