@@ -10,6 +10,7 @@ from __future__ import annotations
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.encoders.imagebind",
     "codi2.plugins.encoders.openclip",
+    "codi2.plugins.encoders.hf_clip",
     "codi2.plugins.llms.hf_causal_lm",
     "codi2.plugins.decoders.sd_unclip",
     "codi2.plugins.decoders.audioldm2",
