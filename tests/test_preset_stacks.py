@@ -1,5 +1,6 @@
-"""The ``codi2-paper-openclip`` preset, every component tiny: OpenCLIP reads images and text,
-ImageBind audio and video, as the preset routes them; one training step, one answered prompt.
+"""The presets that swap encoders, every component tiny: ``codi2-paper-openclip`` (OpenCLIP for
+images and text, ImageBind for audio and video) and ``codi2-hf-encoders`` (SigLIP for images and
+text, CLAP for audio, ImageBind for video); one training step each, one answered prompt.
 
 The preset's own file gives the plugins and the routing; only the sizes and the weights'
 locations are replaced (tiny random backbones saved and loaded back the real way).
@@ -25,12 +26,19 @@ TINY_OPENCLIP = {
 }
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
+ROUTES = {
+    "codi2-paper-openclip": {"image": "openclip", "text": "openclip", "audio": "imagebind", "video": "imagebind"},
+    "codi2-hf-encoders": {"image": "hf-clip", "text": "hf-clip", "audio": "hf-clip", "video": "imagebind"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ROUTES))
+def model(request, tmp_path_factory):
     from safetensors.torch import save_file
 
     from codi2.plugins.decoders.testing_audio_video import build_tiny_audioldm2, build_tiny_zeroscope
     from codi2.plugins.decoders.testing_components import build_tiny_sd_unclip
+    from codi2.plugins.encoders.hf_clip_testing import build_tiny_clap, build_tiny_siglip
     from codi2.plugins.llms.hf_causal_lm_testing import build_tiny_llama
 
     root = tmp_path_factory.mktemp("openclip-stack")
@@ -40,18 +48,21 @@ def model(tmp_path_factory):
     tiny = {
         "openclip": {"model": "tiny", "model_config": TINY_OPENCLIP, "pretrained": str(root / "openclip.safetensors")},
         "imagebind": {"size": TINY_IMAGEBIND, "random_init": True},
+        "google/siglip-so400m-patch14-384": {"model": str(build_tiny_siglip(root / "siglip"))},
+        "laion/clap-htsat-unfused": {"model": str(build_tiny_clap(root / "clap"))},
     }
     local = {"device": "cpu", "local_files_only": True}
-    config = preset_config("codi2-paper-openclip")
+    config = preset_config(request.param)
     for encoder in config["encoders"]:
-        encoder["options"] = {**tiny[encoder["plugin"]], "device": "cpu"}
+        which = encoder["options"]["model"] if encoder["plugin"] == "hf-clip" else encoder["plugin"]
+        encoder["options"] = {**tiny[which], "device": "cpu"}
     config["llm"]["options"].update(model=str(build_tiny_llama(root / "llm")), dtype="float32", **local)
     decoders = config["decoders"]
     decoders["image"]["options"].update(model=str(build_tiny_sd_unclip(root / "sd")), steps=2, **local)
     decoders["audio"]["options"].update(model=str(build_tiny_audioldm2(root / "ldm")), steps=2, **local)
     decoders["video"]["options"].update(model=str(build_tiny_zeroscope(root / "zs")), steps=2, num_frames=2, height=32, width=32, **local)
     torch.manual_seed(0)
-    return CoDi2Model.from_config(config, Registry.create(entry_points=False))
+    return request.param, CoDi2Model.from_config(config, Registry.create(entry_points=False))
 
 
 def media():
@@ -62,13 +73,14 @@ def media():
     return image, audio
 
 
-def test_the_preset_routes_images_to_openclip_and_audio_to_imagebind(model):
-    assert model.encoder_for["image"].name == "openclip" and model.encoder_for["text"].name == "openclip"
-    assert model.encoder_for["audio"].name == "imagebind" and model.encoder_for["video"].name == "imagebind"
+def test_the_preset_routes_each_modality_to_its_encoder(model):
+    preset, model = model
+    assert {m: e.name for m, e in model.encoder_for.items()} == ROUTES[preset]
     assert set(model.decoders) == {"image", "audio", "video"} and model.llm.name == "hf-causal-lm"
 
 
 def test_one_training_step_then_one_answered_prompt(model, one_torch_thread):
+    _, model = model
     image, audio = media()
     conversation = [
         {"role": "user", "content": [{"type": "text", "text": "Hear "}, {"type": "audio", "data": audio},
