@@ -130,3 +130,22 @@ def test_errors_are_clear(dirs, tmp_path):
 def test_plugin_module_imports_no_torch():
     code = "import sys, codi2.plugins.decoders.diffusers_pipeline; assert not {'torch', 'diffusers'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_caption_in_the_message_reaches_the_target_features(dirs, one_torch_thread):
+    from codi2.core.model import CoDi2Model
+    from codi2.testing import TinyEncoder, TinyLLM
+
+    decoder = load(dirs["sdxl"])
+    torch.manual_seed(0)
+    model = CoDi2Model.from_components(encoders=[TinyEncoder()], llm=TinyLLM(), decoders={"image": decoder})
+    picture = item("image")
+    conversation = [
+        {"role": "user", "content": "draw a cat"},
+        {"role": "assistant", "content": [{"type": "image", "data": picture.data, "caption": "a red cat on a mat"}]},
+    ]
+    losses = model(model.collate([conversation]), generator=torch.Generator().manual_seed(0))
+    assert float(losses["feature"].detach()) > 0 and float(losses["diffusion"].detach()) > 0
+    conversation[1]["content"][0].pop("caption")
+    with pytest.raises(MediaError, match="needs a caption"):
+        model(model.collate([conversation]), generator=torch.Generator().manual_seed(0))
