@@ -197,3 +197,21 @@ def test_instruct_stage_trains_the_llm_as_its_trainable_option_says(policy, fami
     saved = load_file(str(result.final_dir / "model.safetensors"))
     lora = [k for k in saved if "lora_" in k]
     assert bool(lora) == (policy == "lora"), "trainable: frozen means no LoRA in the instruct stage either"
+
+
+def test_real_size_lora_targets_on_meta(family_dirs):
+    """transformers' default configurations are real sizes (Llama 7B, Phi-3-mini, GPT-2 small,
+    GPT-NeoX 20B, Falcon 7B): built on ``meta``, auto targets and adapter sizes come out right."""
+    expected = {  # model_type: (hidden size, adapted layers, LoRA parameters at r=32)
+        "llama": (4096, ATTENTION["llama"], 32 * 4 * 2 * 32 * 4096),
+        "phi3": (3072, ATTENTION["phi3"], 32 * 32 * ((3072 + 3 * 3072) + (3072 + 3072))),
+        "gpt2": (768, ATTENTION["gpt2"], 12 * 32 * ((768 + 3 * 768) + (768 + 768))),
+        "falcon": (4544, ATTENTION["falcon"], None),
+        "gpt_neox": (6144, ATTENTION["gpt_neox"], None),
+    }
+    tokenizer = str(family_dirs["llama"])
+    for model_type, (hidden, targets, lora_params) in expected.items():
+        llm = load(tokenizer, tokenizer=tokenizer, init="random", device="meta", config={"model_type": model_type})
+        assert llm.hidden_size == hidden and set(llm.lora_targets) == targets, model_type
+        if lora_params is not None:
+            assert sum(v.numel() for v in llm.trained_state_dict().values()) == lora_params, model_type
