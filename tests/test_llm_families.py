@@ -149,11 +149,36 @@ def test_phi3_multi_round_chat_through_the_model(family_dirs, one_torch_thread):
     assert isinstance(answer.text, str)
 
 
-def test_template_that_rewrites_earlier_turns_is_a_clear_error(family_dirs):
+#: Qwen3's way: only the last answer carries an (empty) thinking block, so a later turn
+#: rewrites an earlier one (a reduced form of the upstream template's non-thinking branch)
+THINK_ON_LAST = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'assistant' and loop.last %}<think>\n\n</think>\n\n{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_template_that_rewrites_earlier_turns_is_a_clear_error_in_training_only(family_dirs):
     counting = "{% for m in messages %}[{{ messages | length }}] {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    llm = load(family_dirs["llama"], trainable="frozen", chat_template=counting)
-    with pytest.raises(TemplateError, match="not prefix-stable at message 0: .*not only closing text"):
-        layout(llm, conversation(), training=True)
+    for template in (counting, THINK_ON_LAST):
+        llm = load(family_dirs["qwen3"], trainable="frozen", chat_template=template)
+        with pytest.raises(TemplateError, match="not prefix-stable at message [01]: .*not only closing text"):
+            layout(llm, conversation(), training=True)
+        # generating needs no turn boundaries: the whole rendering is the prompt
+        prompt = layout(llm, conversation()[:3], training=False, add_generation_prompt=True)
+        chat = [{"role": m.role, "content": m.parts[0].text} for m in conversation()[:3]]
+        assert prompt.ids == llm.tokenize(llm.render_chat(chat, add_generation_prompt=True))
+        assert not any(prompt.labels)
+
+
+def test_phi3_small_template_ends_the_same_way(family_dirs):
+    phi3_small = (
+        "{{ bos_token }}{% for message in messages %}{{'<|' + message['role'] + '|>' + '\\n' + message['content'] + "
+        "'<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+    )
+    llm = load(family_dirs["phi3"], trainable="frozen", chat_template=phi3_small)
+    seq = layout(llm, conversation(), training=True)
+    assert seq.ids.count(llm.tokenizer.convert_tokens_to_ids("<|endoftext|>")) == 1 and seq.labels[-1]
 
 
 def test_explicit_targets_partial_match_warns_and_no_match_errors(family_dirs):

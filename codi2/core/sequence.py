@@ -87,7 +87,9 @@ def render_pieces(
     rendering with text that moves to the end when more turns follow (Phi-3 writes ``eos_token``
     unless a generation prompt is asked for) are split before that closing text: it is
     recognised as a tail of the shorter rendering that the full conversation ends with too (see
-    :func:`_stable_end`). Any other change to earlier text is a :class:`TemplateError`.
+    :func:`_stable_end`). Any other change to earlier text is a :class:`TemplateError` when
+    training (turns must be told apart to label them); for generation the whole rendering is
+    then one piece.
     """
     chat: list[dict[str, str]] = []
     counter = 0
@@ -103,16 +105,24 @@ def render_pieces(
 
     renders = [render(chat[: i + 1], add_generation_prompt=False) for i in range(len(messages))]
     final = render(chat, add_generation_prompt=True) if add_generation_prompt else None
+    try:
+        return _split(messages, chat, renders, final, render, tokenize, training=training)
+    except TemplateError:
+        if training:
+            raise
+        # generating needs no turn boundaries (nothing is a target): the whole rendering as one piece
+        return [(final if final is not None else (renders[-1] if renders else ""), False, 0)]
+
+
+def _split(
+    messages: Sequence[Message], chat: list[dict[str, str]], renders: list[str], final: str | None,
+    render: Callable, tokenize: Callable[[str], list[int]] | None, *, training: bool,
+) -> list[tuple[str, bool, int]]:
     ending = renders[-1] if renders else ""
     pieces: list[tuple[str, bool, int]] = []
     prev = ""
     for i, msg in enumerate(messages):
-        full = renders[i]
-        if not full.startswith(prev):
-            raise TemplateError(
-                f"the chat template is not prefix-stable at message {i}: rendering more turns changed "
-                "earlier text, so turns cannot be told apart; set a simpler chat_template"
-            )
+        full = renders[i]  # starts with prev: every cut below keeps the text before it
         target = training and msg.role == "assistant" and msg.target
         if target and i > 0:
             prompt = render(chat[:i], add_generation_prompt=True)
