@@ -149,3 +149,25 @@ def test_a_caption_in_the_message_reaches_the_target_features(dirs, one_torch_th
     conversation[1]["content"][0].pop("caption")
     with pytest.raises(MediaError, match="needs a caption"):
         model(model.collate([conversation]), generator=torch.Generator().manual_seed(0))
+
+
+def test_the_docs_configurations_validate():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from codi2.plugins.decoders.diffusers_pipeline import DiffusersPipelineOptions
+    from codi2.plugins.encoders.hf_clip import HFClipOptions
+
+    text = (Path(__file__).parents[1] / "docs" / "backbones.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    decoders = [d for b in blocks for d in b.get("decoders", {}).values()]
+    encoders = [e for b in blocks for e in b.get("encoders", [])]
+    assert len(decoders) == 2 and len(encoders) == 3
+    for d in decoders:
+        assert d["plugin"] == "diffusers-pipeline"
+        DiffusersPipelineOptions.model_validate(d["options"])
+    for e in encoders:
+        assert e["plugin"] == "hf-clip"
+        HFClipOptions.model_validate(e["options"])

@@ -240,3 +240,24 @@ def test_real_size_lora_targets_on_meta(family_dirs):
         assert llm.hidden_size == hidden and set(llm.lora_targets) == targets, model_type
         if lora_params is not None:
             assert sum(v.numel() for v in llm.trained_state_dict().values()) == lora_params, model_type
+
+
+def test_every_configuration_in_the_docs_validates():
+    """docs/llms.md's YAML examples are valid hf-causal-lm options (a block of one-line
+    ``llm:`` / ``lora:`` examples is read line by line)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).parents[1] / "docs" / "llms.md").read_text()
+    documents = []
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+        lines = [line for line in block.splitlines() if line and not line.startswith("#")]
+        one_per_line = len(lines) > 1 and all(line.startswith(("llm: {", "lora: {")) for line in lines)
+        documents.extend(lines if one_per_line else [block])
+    for document in documents:
+        data = yaml.safe_load(document)
+        options = data["llm"].get("options", {}) if "llm" in data else {"lora": data["lora"]}
+        hf_causal_lm.HFCausalLMOptions.model_validate(options)
+    assert len(documents) >= 12
