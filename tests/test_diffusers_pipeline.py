@@ -171,3 +171,24 @@ def test_the_docs_configurations_validate():
     for e in encoders:
         assert e["plugin"] == "hf-clip"
         HFClipOptions.model_validate(e["options"])
+
+
+def test_text_to_video_pipeline_equals_stock_and_trains(tmp_path, one_torch_thread):
+    from diffusers import TextToVideoSDPipeline
+
+    from codi2.plugins.decoders.testing_audio_video import build_tiny_zeroscope
+
+    directory = build_tiny_zeroscope(tmp_path / "t2v")
+    decoder = load(directory, num_frames=2)
+    assert decoder.modality == "video" and (decoder.condition.tokens, decoder.condition.dim) == (77, 8)
+    rng = np.random.default_rng(0)
+    clip = Media("video", rng.integers(0, 256, (3, 20, 20, 3), dtype=np.uint8), fps=8.0, meta={"caption": "waves"})
+    cond = decoder.target_features([clip])
+    (ours,) = decoder.generate(cond, generator=torch.Generator().manual_seed(1))
+    stock = TextToVideoSDPipeline.from_pretrained(directory, local_files_only=True)
+    stock.set_progress_bar_config(disable=True)
+    frames = stock(prompt="waves", num_frames=2, num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="np").frames[0]
+    np.testing.assert_array_equal(ours.data, (np.asarray(frames) * 255).round().clip(0, 255).astype(np.uint8))
+    cond.requires_grad_(True)
+    decoder.diffusion_loss(cond, [clip], generator=torch.Generator().manual_seed(0)).backward()
+    assert cond.grad.abs().sum() > 0
