@@ -155,11 +155,12 @@ def _stable_end(
     common = len(os.path.commonprefix([text, following]))
     if common == len(text):
         return common
-    cuts = [end for end in range(common, start - 1, -1) if ending.endswith(text[end:])]
+    shared_tail = len(os.path.commonprefix([text[::-1], ending[::-1]]))
+    cuts = range(common, max(start, len(text) - shared_tail) - 1, -1)  # each leaves a tail ending ends with
     if tokenize is not None and cuts:
-        whole = tokenize(text)
+        whole = tokenize(text[start:])  # this message's piece, tokenized on its own as build_sequence does
         for end in cuts:  # the first cut whose tokens are unchanged by the closing text
-            head = tokenize(text[:end])
+            head = tokenize(text[start:end])
             if whole[: len(head)] == head:
                 return end
     return cuts[0] if cuts else None
