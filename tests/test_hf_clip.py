@@ -11,6 +11,7 @@ import torch
 from codi2.core.types import Media
 from codi2.errors import ComponentLoadError, MediaError, UnknownModalityError
 from codi2.plugins.encoders.hf_clip_testing import build_tiny_clap, build_tiny_clip, build_tiny_siglip
+from codi2.plugins.llms.hf_causal_lm_testing import build_tiny_llama
 from codi2.registry import Registry
 from codi2.testing import check_encoder
 
@@ -99,6 +100,10 @@ def test_errors_are_clear(dirs, tmp_path):
         load(dirs["clip"], modalities=["audio"])
     with pytest.raises(ComponentLoadError, match="cannot load"):
         load(tmp_path / "missing")
+    with pytest.raises(ComponentLoadError, match="cannot load 'nobody/no-such-clip'"):
+        load("nobody/no-such-clip", local_files_only=True)
+    with pytest.raises(ComponentLoadError, match="not a CLIP, SigLIP or CLAP model"):
+        load(build_tiny_llama(tmp_path / "llama"))
     encoder = load(dirs["clip"])
     with pytest.raises(MediaError, match="uint8"):
         encoder.encode([Media("image", np.zeros((4, 4), np.float32))], "image")
