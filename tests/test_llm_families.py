@@ -48,7 +48,7 @@ def test_family_lora_trains_caches_and_round_trips(family, family_dirs, one_torc
     llm = load(family_dirs[family])  # every option at its default
     assert set(llm.lora_targets) == ATTENTION[family]
     state = llm.trained_state_dict()
-    adapted = {key.split(".lora_")[0].rsplit(".", 2)[-2] + "." + key.split(".lora_")[0].rsplit(".", 1)[-1] for key in state}
+    adapted = {".".join(key.split(".lora_")[0].split(".")[-2:]) for key in state}  # block.layer of each adapter
     assert adapted == ATTENTION[family], "every attention projection carries an adapter, nothing else does"
     assert all(p.requires_grad == ("lora_" in n) for n, p in llm.named_parameters())
 
