@@ -291,3 +291,28 @@ def test_fidelity_adapters_train_conv_in_and_round_trip(spec, model_dir, clips):
         load(spec, model_dir).load_trained_state_dict(state)
     with pytest.raises(ConfigError, match="fidelity"):
         load(spec, model_dir).set_trainable("adapters")
+
+
+def test_fidelity_through_the_model_trains_and_saves_the_adapter(spec, model_dir, clips, tmp_path):
+    """An audio edit with ``fidelity: true``: the input clip is the reference, the widened
+    conv_in trains in the model and is saved with the codi2 checkpoint."""
+    from safetensors.torch import load_file
+
+    from codi2.core.model import CoDi2Model
+    from codi2.testing import TinyEncoder, TinyLLM
+
+    torch.manual_seed(0)
+    model = CoDi2Model.from_components(encoders=[TinyEncoder()], llm=TinyLLM(),
+                                       decoders={"audio": load(spec, model_dir, fidelity=True)}, fidelity=True)  # fmt: skip
+    model.set_trainable(llm="frozen", decoders="adapters")
+    conversation = [
+        {"role": "user", "content": [{"type": "text", "text": "louder "}, {"type": "audio", "data": clips[0]}]},
+        {"role": "assistant", "content": [{"type": "audio", "data": clips[1]}]},
+    ]
+    losses = model(model.collate([conversation]), generator=torch.Generator().manual_seed(0))
+    losses["total"].backward()
+    extra = model.decoders["audio"].unet.conv_in.weight.grad[:, 4:]
+    assert extra.abs().sum() > 0, "the reference channels get a gradient: the input clip was the reference"
+    saved = load_file(str(model.save_pretrained(tmp_path / "m") / "model.safetensors"))
+    assert {k for k in saved if k.startswith("decoder.audio.")} == {"decoder.audio.unet.conv_in.weight", "decoder.audio.unet.conv_in.bias"}
+    torch.testing.assert_close(saved["decoder.audio.unet.conv_in.weight"], model.decoders["audio"].unet.conv_in.weight.detach())
