@@ -3,7 +3,7 @@
 NExT-GPT's recipe, for every text-to-image, text-to-audio and text-to-video pipeline at once:
 the LLM's slots are projected to the pipeline's *text conditioning* and passed as
 ``prompt_embeds``. Tested on Stable Diffusion 1.x, SDXL, PixArt-alpha, AudioLDM (1) and
-TextToVideoSD (zeroscope); the same code drives SD-2.x, PixArt-sigma and MusicLDM pipelines.
+TextToVideoSD (zeroscope); SD-2.x, PixArt-sigma and MusicLDM take the same code paths (untested).
 
 - **Condition**: what the pipeline's own ``encode_prompt`` returns, shape read from the
   empty prompt's encoding at load: ``[77, 768]`` for SD-1.5, ``[120, 4096]`` for PixArt-alpha,
