@@ -195,6 +195,8 @@ def run_eval(args: argparse.Namespace) -> int:
                           "files": {k: str(v) for k, v in written.items()}}, indent=2))
     else:
         print(report.format_table(results))
+        print()
+        print(report.format_sources(results))
         for kind, path in written.items():
             print(f"{kind}: {path}", file=sys.stderr)
     return 0
