@@ -192,7 +192,7 @@ class FDMetric:
     def __init__(self, classifier: AudioClassifier):
         self.classifier = classifier
         self.network = getattr(classifier, "network", None) or getattr(classifier, "name", "audio classifier")
-        self.matches = cite("audioldm-eval", "calculate_fid -> frechet_distance (on the '2048' embedding)")
+        self.matches = cite("audioldm-eval", "calculate_fid -> frechet_distance (of the classifier's embedding: the '2048' layer there)")
 
     def score(self, generated: list[Media], references: list[Media] | None = None,
               texts: list[str] | None = None) -> MetricResult:
