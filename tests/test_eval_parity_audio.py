@@ -164,7 +164,8 @@ def panns() -> types.ModuleType:
 
 
 FRONT_END = ("spectrogram_extractor.", "logmel_extractor.")
-VARIANTS = {16000: dict(window_size=512, hop_size=160, fmax=8000), 32000: dict(window_size=1024, hop_size=320, fmax=14000)}
+VARIANTS = {16000: dict(window_size=512, hop_size=160, fmax=8000),
+            32000: dict(window_size=1024, hop_size=320, fmax=14000)}
 
 
 @pytest.mark.parametrize("rate", [16000, 32000])
@@ -260,6 +261,7 @@ def _score(folders, checkpoint, names, **options):
     return score_folders(*folders, registry=registry, metrics=names, metric_options=opts)
 
 
+@pytest.mark.slow  # the toolkit's scipy sqrtm of a 2048 x 2048 product alone takes 10-60 s
 def test_lsd_kl_fd_equal_audioldm_eval_on_the_same_folders(audioldm_numbers, folders, checkpoint):
     result = _score(folders, checkpoint, ["lsd", "kl", "fd"], lsd={"time_offset": 1120})
     sigmoid = _score(folders, checkpoint, ["kl"], kl={"activation": "sigmoid"})
@@ -300,6 +302,7 @@ def fad_toolkit(checkpoint, tmp_path_factory):
     return types.SimpleNamespace(fad=fad, load=importlib.import_module("frechet_audio_distance.utils").load_audio_task)
 
 
+@pytest.mark.slow  # 16 full-size CNN14 passes
 def test_fad_features_and_distance_equal_frechet_audio_distance(fad_toolkit, folders, checkpoint):
     from codi2.core.media import load_media
     from codi2.evaluation.plugin import load_classifier
@@ -308,7 +311,8 @@ def test_fad_features_and_distance_equal_frechet_audio_distance(fad_toolkit, fol
     fad = fad_toolkit.fad
     names = sorted(p.name for p in folders[0].iterdir())
     # per clip, through the toolkit's own reading and model: [2048] each
-    theirs = {side: np.stack([fad.get_embeddings([fad_toolkit.load(str(d / n), 16000, 1)], 16000) for n in names])
+    theirs = {side: np.stack([fad.get_embeddings([fad_toolkit.load(str(d / n), 16000, 1)], 16000)
+                              for n in names])
               for side, d in zip(("gen", "ref"), folders)}
     classifier = load_classifier("panns-cnn14", {"checkpoint": str(checkpoint), "device": "cpu",
                                                  "remove_mean": False, "min_seconds": 0.0})

@@ -166,7 +166,7 @@ class KLMetric:
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
         self.classifier, self.activation, self.eps = classifier, activation, eps
-        self.network = getattr(classifier, "network", None) or getattr(classifier, "name", "audio classifier")
+        self.network = getattr(classifier, "network", None) or getattr(classifier, "name", "classifier")
         self.matches = cite("audioldm-eval", f"calculate_kl -> kullback_leibler_divergence_{activation}")
         if eps != 1e-6:
             self.matches = f"codi2's KL with eps={eps} (audioldm-eval uses 1e-6)"
@@ -191,8 +191,9 @@ class FDMetric:
 
     def __init__(self, classifier: AudioClassifier):
         self.classifier = classifier
-        self.network = getattr(classifier, "network", None) or getattr(classifier, "name", "audio classifier")
-        self.matches = cite("audioldm-eval", "calculate_fid -> frechet_distance (of the classifier's embedding: the '2048' layer there)")
+        self.network = getattr(classifier, "network", None) or getattr(classifier, "name", "classifier")
+        self.matches = cite("audioldm-eval", "calculate_fid -> frechet_distance "
+                                             "(of the classifier's embedding: the '2048' layer there)")
 
     def score(self, generated: list[Media], references: list[Media] | None = None,
               texts: list[str] | None = None) -> MetricResult:

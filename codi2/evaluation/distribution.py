@@ -50,7 +50,7 @@ class FIDMetric:
 
     def __init__(self, embedder: Any):
         self.embedder = embedder
-        self.network = getattr(embedder, "network", None) or getattr(embedder, "name", type(embedder).__name__)
+        self.network = getattr(embedder, "network", None) or getattr(embedder, "name", "embedder")
         self.matches = (cite("torchmetrics", "FrechetInceptionDistance") + "; "
                         + cite("clean-fid", "fid_from_feats (same features)"))
 
@@ -75,7 +75,7 @@ class KIDMetric:
         self.embedder = embedder
         self.kwargs = {"subsets": subsets, "subset_size": subset_size, "degree": degree, "gamma": gamma,
                        "coef0": coef0, "seed": seed}
-        self.network = getattr(embedder, "network", None) or getattr(embedder, "name", type(embedder).__name__)
+        self.network = getattr(embedder, "network", None) or getattr(embedder, "name", "embedder")
         self.matches = (cite("torchmetrics", "KernelInceptionDistance (kid_mean)") + "; "
                         + cite("clean-fid", "kernel_distance (same features)"))
         if (degree, gamma, coef0) != (3, None, 1.0):

@@ -36,7 +36,8 @@ __all__ = ["ImageSimilarity", "TextImageSimilarity"]
 #: what each cosine metric's number is (none of DreamBench's has a reference toolkit)
 DEFINITIONS = {
     "dino": "DreamBooth (Ruiz et al. 2023) §4.1 DINO: mean cosine over (generated, real) pairs; no toolkit",
-    "clip-i": "DreamBooth (Ruiz et al. 2023) §4.1 CLIP-I: mean cosine over (generated, real) pairs; no toolkit",
+    "clip-i": "DreamBooth (Ruiz et al. 2023) §4.1 CLIP-I: mean cosine over (generated, real) pairs; "
+              "no toolkit",
     "clip-t": "DreamBooth §4.1 CLIP-T, the raw mean cosine = "
               + cite("torchmetrics", "CLIPScore / 100 when the mean is >= 0"),
     "clipsim": "CLIPSIM, the raw mean cosine with the target caption = "
