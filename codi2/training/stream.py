@@ -28,6 +28,7 @@ module uses webdataset to read the tar files and adds those two properties.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,8 +54,7 @@ class StreamPlan:
     def order(self, epoch: int) -> list[Shard]:
         if not self.shuffle:
             return list(self.shards)
-        perm = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(derive_seed(self.seed, "shards", epoch)))
-        return [self.shards[i] for i in perm.tolist()]
+        return [self.shards[i] for i in _permutation(len(self.shards), self.seed, epoch)]
 
     def worker_shards(self, epoch: int, rank: int, worker: int) -> list[Shard]:
         return self.order(epoch)[rank :: self.world_size][worker :: self.workers]
@@ -66,6 +66,12 @@ class StreamPlan:
     def epoch_batches(self, epoch: int) -> int:
         """Batches every rank runs in ``epoch`` (the smallest rank's count)."""
         return min(sum(self.worker_batches(epoch, r)) for r in range(self.world_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(size: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The shard order of an epoch (cached: the plan asks for it once per rank and worker)."""
+    return tuple(torch.randperm(size, generator=torch.Generator().manual_seed(derive_seed(seed, "shards", epoch))).tolist())
 
 
 def replay(counts: Sequence[int], consumed: int) -> tuple[list[int], int]:
