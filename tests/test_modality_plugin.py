@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import codi2
+from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, MediaLimitError, UnknownModalityError
 from codi2.registry import Registry
 from test_registry import install_example
@@ -110,6 +111,14 @@ def test_the_plugin_adds_a_modality_with_an_encoder_and_a_decoder(registry):
     assert (spec.suffix, spec.mime_type, spec.display) == (".ply", "application/x-ply", "download")
 
 
+def test_its_components_pass_the_contract_kit(registry):
+    from codi2.testing import check_decoder, check_encoder
+
+    clouds = [registry.modalities().load(ring(seed=s).astype(np.float32), "pointcloud", name=f"c{s}") for s in (1, 2)]
+    check_encoder(registry.load("encoder", "pointcloud-encoder"), {"pointcloud": clouds[0]})
+    check_decoder(registry.load("decoder", {"plugin": "pointcloud-decoder", "options": {"points": 8}}), clouds)
+
+
 def test_listed_by_codi2_plugins(site):
     out = run_cli(["plugins", "--json"], site)
     assert out.returncode == 0, out.stderr
@@ -148,10 +157,17 @@ def test_trains_generates_saves_and_reloads(trained, registry, tmp_path):
     answer = model.generate("grow {p}", media={"p": cloud}, seed=0)
     assert [m.modality for m in answer.media] == ["pointcloud"], answer.text
     assert answer.media[0].data.shape == (POINTS, 3) and np.isfinite(answer.media[0].data).all()
+    as_media = model.generate("grow {p}", media={"p": Media("pointcloud", ring(seed=7).astype(np.float32))}, seed=0)
+    np.testing.assert_array_equal(as_media.media[0].data, answer.media[0].data)  # a Media in hand reads the same
     (path,) = answer.save(tmp_path / "out")
     assert path.name == "output0.ply"
     again = registry.modalities().load(path)
     np.testing.assert_allclose(again.data, answer.media[0].data, atol=1e-4)
+
+    chat = model.chat()
+    chat.ask("grow {p}", {"p": cloud}, seed=0)
+    saved = json.loads(chat.save(tmp_path / "chat").read_text())["messages"]
+    assert [p["path"] for m in saved for p in m["content"] if p["type"] == "pointcloud"] == ["media0.ply", "media1.ply"]
 
     model.save_pretrained(tmp_path / "saved")
     reloaded = codi2.load(tmp_path / "saved", registry=registry)
