@@ -219,6 +219,8 @@ def test_http_server(trained, registry):
                            files={"p": ("cloud.ply", base64.b64decode(data), "application/octet-stream")})  # fmt: skip
         assert form.status_code == 200, form.text
         (part,) = [p for p in form.json()["choices"][0]["message"]["content"] if p["type"] != "text"]
+        session = client.get(f"/v1/sessions/{form.json()['session_id']}").json()
+        assert [p["type"] for m in session["messages"] for p in m["content"] if p["type"] != "text"] == ["pointcloud", "pointcloud"]
         fetched = client.get(part["url"])
         assert fetched.headers["content-type"].startswith("application/x-ply") and fetched.content.startswith(b"ply\n")
 
