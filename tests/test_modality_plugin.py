@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_registry import install_example
 
 import codi2
 from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, MediaLimitError, UnknownModalityError
 from codi2.registry import Registry
-from test_registry import install_example
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "examples" / "codi2-pointcloud-plugin"
