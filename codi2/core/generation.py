@@ -147,7 +147,7 @@ def _generate_rows(
         blocked[markers.open(modality)] = modality not in model.decoders
     blocked = [blocked.to(device).clone() for _ in range(n)]  # per row: max_media blocks one row only
     samplers = [torch.Generator().manual_seed(s) if s is not None else None for s in seeds]
-    answers = [Answer() for _ in range(n)]
+    answers = [Answer(modalities=model.modalities) for _ in range(n)]
     pending: list[list[int]] = [[] for _ in range(n)]
     media_count = [0] * n
     finish = ["length"] * n

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from codi2.core.modality import resolve_modalities
 from codi2.core.types import Media
 from codi2.errors import ConfigError, MediaError
 from codi2.evaluation.data import (
@@ -39,7 +40,6 @@ DEFAULT_METRICS = {
     "image": ("dino", "clip-i"),
     "audio": ("lsd", "kl", "fd"),
 }
-_SUFFIX = {"image": ".png", "audio": ".wav"}
 _FOLDER = {"image": "images", "audio": "audio"}
 
 
@@ -59,6 +59,8 @@ class EvalResult:
     counts: dict[str, int] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    #: per metric: ``{"matches": toolkit, version and number it equals, "network": feature network}``
+    sources: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +69,12 @@ class EvalResult:
     def from_dict(cls, raw: Mapping[str, Any]) -> EvalResult:
         return cls(**{k: raw[k] for k in ("task", "run", "scores", "higher_is_better")},
                    counts=dict(raw.get("counts", {})), items=list(raw.get("items", [])),
-                   config=dict(raw.get("config", {})))
+                   config=dict(raw.get("config", {})), sources=dict(raw.get("sources", {})))
+
+    def cite(self, name: str, metric: Any) -> None:
+        """Record what ``metric`` (stored as ``name``) matches and which network it ran."""
+        self.sources[name] = {"matches": getattr(metric, "matches", None) or "not stated by the metric",
+                              "network": getattr(metric, "network", None)}
 
 
 def load_metrics(registry: Any, names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -89,6 +96,7 @@ def _score_group(metrics: Mapping[str, Any], group: str, names: list[str], gener
                            texts if "texts" in needs else None)
         scores[metric_name] = float(out.mean)
         result.higher_is_better[metric_name] = bool(metric.higher_is_better)
+        result.cite(metric_name, metric)
         if out.per_item is not None:
             result.items += [{"group": group, "item": n, "metric": metric_name, "value": float(v)}
                              for n, v in zip(names, out.per_item)]
@@ -111,10 +119,9 @@ def _generate_all(model: Any, jobs: Sequence[_Job], modality: str, *, options: M
                   batch: int, bar: Any) -> list[Media]:
     """Generate (or with ``resume``, reuse) every job's file; ``batch`` at a time through
     ``model.generate_batch`` when the model has it (the same answers as one by one)."""
-    from codi2.core.media import load_media
-
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
+    modalities = resolve_modalities(getattr(model, "modalities", None))
     todo = [job for job in jobs if not (resume and job.path.is_file())]
     bar.update(len(jobs) - len(todo))
     for first in range(0, len(todo), batch):
@@ -130,9 +137,9 @@ def _generate_all(model: Any, jobs: Sequence[_Job], modality: str, *, options: M
                 text = (answer.text or "").strip().replace("\n", " ")
                 raise MediaError(f"the model answered without an {modality} (text: {text[:80]!r})", item=job.what)
             job.path.parent.mkdir(parents=True, exist_ok=True)
-            made[0].save(job.path)
+            modalities.save(made[0], job.path)
         bar.update(len(chunk))
-    return [load_media(job.path, modality, name=job.path.name) for job in jobs]
+    return [modalities.load(job.path, modality, name=job.path.name) for job in jobs]
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -208,6 +215,7 @@ def _score_dreambench(metrics: Mapping[str, Any], subjects: list[Any], gen: list
     result.counts["all"] = len(gen)
     for metric_name, metric in metrics.items():
         result.higher_is_better[metric_name] = bool(metric.higher_is_better)
+        result.cite(metric_name, metric)
         if "texts" in metric.needs:
             out_ = metric.score(gen, None, prompts)
             per_item = out_.per_item or []
@@ -233,7 +241,8 @@ def _run_records(task: str, model: Any, records: list[Record], modality: str, ou
                  config: dict[str, Any], batch: int) -> EvalResult:
     result = EvalResult(task, run, {}, {}, config={**config, "out": str(out)})
     by_group: dict[str, list[tuple[Record, Media]]] = {}
-    jobs = [_Job(record.messages, 0, out / _FOLDER[modality] / record.group / f"{record.id.replace('/', '_')}{_SUFFIX[modality]}",
+    suffix = resolve_modalities(getattr(model, "modalities", None)).get(modality).suffix  # the file format written
+    jobs = [_Job(record.messages, 0, out / _FOLDER[modality] / record.group / f"{record.id.replace('/', '_')}{suffix}",
                  f"{record.id} ({record.source})") for record in records]
     with _progress(len(records), task) as bar:
         made = _generate_all(model, jobs, modality, options=generate_options, resume=resume, batch=batch, bar=bar)
@@ -286,13 +295,15 @@ def score_folders(generated: str | Path, references: str | Path, *, registry: An
     Image folders default to DINO and CLIP-I (plus CLIP-T when ``texts`` are given), audio
     folders to LSD, KL and FD. ``texts`` maps a file name (without suffix) to its text.
     """
-    from codi2.core.media import load_media
     from codi2.errors import DatasetError
 
     modality, pairs = pair_folders(generated, references)
     # read every file first: a bad file fails before any feature network loads
-    gen = [load_media(g, modality, name=g.name) for _, g, _ in pairs]
-    ref = [load_media(r, modality, name=r.name) for _, _, r in pairs]
+    read = resolve_modalities().get(modality).load
+    gen = [read(g, name=g.name) for _, g, _ in pairs]
+    ref = [read(r, name=r.name) for _, _, r in pairs]
+    if metrics is None and modality not in DEFAULT_METRICS:
+        raise DatasetError(f"no default metrics for {modality}; name the metrics that score it")
     if metrics is None:
         metrics = list(DEFAULT_METRICS[modality]) + (["clip-t"] if texts and modality == "image" else [])
     loaded = load_metrics(registry, metrics, metric_options)
