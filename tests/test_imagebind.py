@@ -213,7 +213,7 @@ def test_huge_encoder_on_meta_through_the_plugin():
     assert set(six.model.towers) == set(TOWERS) and six.modalities == ib.MODALITIES
     assert six.encode([Media("depth", np.ones((48, 64), np.float32))], "depth").shape == (1, 1, 1024)
     assert six.encode([Media("thermal", np.zeros((30, 20), np.float32))], "thermal").shape == (1, 1, 1024)
-    assert six.encode([Media("imu", np.zeros((6, 2500), np.float32))], "imu").shape == (1, 1, 1024)
+    assert six.encode([Media("imu", np.zeros((2500, 6), np.float32))], "imu").shape == (1, 1, 1024)
     seq = ib.load(ImageBindOptions(random_init=True, device="meta", image_tokens="sequence"))
     assert seq.modalities == ("image", "video") and seq.tokens_per_item("image") == 257
     assert seq.encode([image, image], "image").shape == (2, 257, 1280)
@@ -352,7 +352,7 @@ def test_imu_matches_reference(ref_model, checkpoint):
 
     at_400 = np.stack([resample(c, 200, 400) for c in long])
     with torch.no_grad():
-        for item, series in ((Media("imu", long, sample_rate=200), at_400), (Media("imu", short), short)):
+        for item, series in ((Media("imu", long.T, sample_rate=200), at_400), (Media("imu", short.T), short)):
             views = pre.imu_windows(series, clips=3)
             expected = (ref_model({"imu": views})["imu"] / _scale(ref_model, "imu")).mean(dim=0)
             _close(enc.encode([item], "imu")[0, 0], expected)

@@ -47,6 +47,13 @@ CHECKPOINT_FILE = "imagebind_huge.pth"
 MODALITIES = ("image", "audio", "video", "text", "depth", "thermal", "imu")
 #: what ``modalities=None`` serves: the four CoDi-2 reads (pooled) or the vision tower's two
 DEFAULT_MODALITIES = {"pooled": ("image", "audio", "video", "text"), "sequence": ("image", "video")}
+#: the modalities this plugin registers (ImageBind's towers beyond CoDi-2's four); the specs are
+#: in :mod:`~codi2.plugins.encoders.imagebind.modalities`
+MODALITY_DESCRIPTIONS = {
+    "depth": "depth maps in metres (float32 [H, W]); .npy, 16-bit PNG in mm, float TIFF",
+    "thermal": "thermal images, intensity in [0, 1] (float32 [H, W]); .npy, 8/16-bit images",
+    "imu": "IMU series, accelerometer + gyroscope (float32 [samples, 6]); .npy, .csv",
+}
 #: baseline (m) x focal length (px) of the Kinect v1 of NYU Depth v2 (0.075 x 518.857901), the
 #: depth benchmark ImageBind reports: disparity = this / depth in metres
 KINECT_DISPARITY_SCALE = 0.075 * 518.857901
@@ -158,6 +165,18 @@ def codi2_register_encoders(register: RegisterCallback) -> None:
         description="Meta's ImageBind: image, audio, video, text (and depth, thermal, IMU) in one "
         "1024-d space (local imagebind_huge.pth; pooled vectors or vision-tower tokens)",
     )
+
+
+@hookimpl
+def codi2_register_modalities(register: RegisterCallback) -> None:
+    for name, description in MODALITY_DESCRIPTIONS.items():
+        register(name, load=lambda options, name=name: _modality_spec(name), description=description)
+
+
+def _modality_spec(name: str) -> Any:
+    from codi2.plugins.encoders.imagebind.modalities import spec
+
+    return spec(name)
 
 
 def __getattr__(name: str) -> Any:

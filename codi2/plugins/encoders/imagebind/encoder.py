@@ -24,6 +24,7 @@ from codi2.plugins.encoders._frozen import FrozenEncoder
 from codi2.plugins.encoders.imagebind import (
     CHECKPOINT_FILE,
     KINECT_DISPARITY_SCALE,
+    MODALITY_DESCRIPTIONS,
     NAME,
     ImageBindOptions,
     ImageBindSize,
@@ -229,6 +230,15 @@ class ImageBindEncoder(FrozenEncoder):
         self.check_modality(modality)
         return self.sequence_length if self.image_tokens == "sequence" else 1
 
+    def load_media(self, source: Any, modality: str, *, name: str | None = None) -> Media:
+        """Read and validate one item; depth, thermal and IMU through this plugin's own specs."""
+        if modality in MODALITY_DESCRIPTIONS:
+            from codi2.plugins.encoders.imagebind.modalities import spec
+
+            self.check_modality(modality)
+            return spec(modality).load(source, name=name)
+        return super().load_media(source, modality, name=name)
+
     # --- encoding ---------------------------------------------------------------------------
 
     def _views(self, item: Media, modality: str) -> torch.Tensor:
@@ -281,18 +291,18 @@ class ImageBindEncoder(FrozenEncoder):
         return pre.thermal_tensor(values)[None]
 
     def _imu_views(self, item: Media) -> torch.Tensor:
-        """IMU ``[6, T]`` (at ``item.sample_rate``, else 400 Hz) -> windows ``[clips, 6, 2000]``."""
+        """IMU ``[samples, 6]`` at ``item.sample_rate`` (else 400 Hz) -> windows ``[clips, 6, 2000]``."""
         series = np.asarray(item.data, dtype=np.float32)
-        if series.ndim != 2 or series.shape[0] != pre.IMU_CHANNELS or series.shape[1] == 0:
-            raise MediaError(f"imu must be float [6, samples], got shape {series.shape}", item=item.label)
+        if series.ndim != 2 or series.shape[1] != pre.IMU_CHANNELS or series.shape[0] == 0:
+            raise MediaError(f"imu must be float [samples, 6], got shape {series.shape}", item=item.label)
         if not np.isfinite(series).all():
             raise MediaError("imu series contains NaN or infinite values", item=item.label)
         rate = item.sample_rate or pre.IMU_SAMPLE_RATE
         if rate != pre.IMU_SAMPLE_RATE:
             from codi2.core.audio import resample
 
-            series = np.stack([resample(channel, rate, pre.IMU_SAMPLE_RATE) for channel in series])
-        return pre.imu_windows(series, self.imu_clips)
+            series = np.stack([resample(channel, rate, pre.IMU_SAMPLE_RATE) for channel in series.T], axis=1)
+        return pre.imu_windows(series.T, self.imu_clips)
 
     def _features(self, tower: str, x: torch.Tensor) -> torch.Tensor:
         """``[N, ...]`` views -> ``[N, T, D]``: unit vectors, or vision trunk tokens."""

@@ -1,0 +1,173 @@
+"""The depth, thermal and IMU modalities the imagebind plugin registers: reading, validating,
+writing, describing, previews, recognising files, and encoding what they read."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from codi2.core.types import Media
+from codi2.errors import MediaDecodeError, MediaLimitError, MediaNotFoundError, UnknownModalityError
+from codi2.plugins.encoders import imagebind as ib
+from codi2.plugins.encoders.imagebind.model import TOWERS
+from codi2.registry import Registry
+
+TINY = {"out_embed_dim": 16, **{f"{t}_{k}": v for t in TOWERS for k, v in (("embed_dim", 8), ("num_heads", 1), ("num_blocks", 1))}}
+NEW = ("depth", "thermal", "imu")
+
+
+@pytest.fixture(scope="module")
+def modalities():
+    return Registry.create(entry_points=False).modalities()
+
+
+def _png(array: np.ndarray, path) -> None:
+    Image.fromarray(array).save(path)
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    assert data.startswith(b"\x89PNG")
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_registered_by_the_imagebind_plugin(modalities):
+    registry = Registry.create(entry_points=False)
+    owner = {p.name: p.components.get("modality") for p in registry.plugins()}["codi2.plugins.encoders.imagebind"]
+    assert sorted(owner) == sorted(NEW)
+    assert list(modalities)[-3:] == list(NEW) and set(NEW) <= set(modalities.media)
+    for name in NEW:
+        spec = modalities[name]
+        assert spec.display == "download" and spec.preview is not None and spec.suffix == ".npy"
+        assert spec.mime_type == "application/x-npy" and spec.description
+
+
+def test_depth_files_and_arrays(modalities, tmp_path):
+    millimetres = np.full((40, 60), 1500, np.uint16)
+    millimetres[:10] = 0  # no reading
+    millimetres[10:20] = 750
+    _png(millimetres, tmp_path / "scan.png")
+    item = modalities.load(tmp_path / "scan.png", "depth")
+    assert item.data.dtype == np.float32 and item.data.shape == (40, 60) and item.name == "scan.png"
+    assert item.data[15, 0] == pytest.approx(0.75) and item.data[0, 0] == 0 and item.meta["format"] == "png"
+    # .npy in metres round-trips exactly through the written file
+    written = modalities.save(item, tmp_path / "out")
+    assert written.name == "out.npy"
+    again = modalities.load(written, "depth")
+    np.testing.assert_array_equal(again.data, item.data)
+    assert modalities.load(torch.from_numpy(item.data), "depth").data.shape == (40, 60)
+    info = modalities.summary(item)
+    assert info["min_m"] == pytest.approx(0.75) and info["max_m"] == pytest.approx(1.5) and info["no_reading"] == 0.25
+    preview = _decode_png(modalities["depth"].preview(item))
+    assert preview.shape == (40, 60) and preview[0, 0] == 0 and preview[15, 0] > preview[30, 0] > 0  # near is bright
+
+
+def test_depth_rejects_what_is_not_metric_depth(modalities, tmp_path):
+    _png(np.zeros((8, 8), np.uint8), tmp_path / "eight.png")
+    with pytest.raises(MediaDecodeError, match=r"'eight.png'.*8-bit map holds no metric depth"):
+        modalities.load(tmp_path / "eight.png", "depth")
+    _png(np.zeros((8, 8, 3), np.uint8), tmp_path / "rgb.png")
+    with pytest.raises(MediaDecodeError, match="RGB image is not a depth map"):
+        modalities.load(tmp_path / "rgb.png", "depth")
+    with pytest.raises(MediaDecodeError, match="negative"):
+        modalities.load(np.full((4, 4), -1.0), "depth", name="d")
+    with pytest.raises(MediaDecodeError, match="NaN"):
+        modalities.load(np.full((4, 4), np.nan), "depth")
+    with pytest.raises(MediaDecodeError, match=r"shape \(2, 4, 4\)"):
+        modalities.load(np.ones((2, 4, 4)), "depth")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(MediaDecodeError, match="not a readable .npy"):  # never unpickled
+        modalities.load(tmp_path / "objects.npy", "depth")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "objects.npy").read_bytes()[:20])
+    with pytest.raises(MediaDecodeError, match="not a readable .npy"):
+        modalities.load(tmp_path / "cut.npy", "depth")
+    with pytest.raises(MediaNotFoundError):
+        modalities.load(tmp_path / "nowhere.npy", "depth")
+    with pytest.raises(MediaLimitError, match="pixel limit"):
+        from codi2.core.media import MediaLimits
+
+        modalities.load(np.ones((100, 100), np.float32), "depth", limits=MediaLimits(max_image_pixels=5000))
+
+
+def test_thermal_files_and_arrays(modalities, tmp_path):
+    frame = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    _png(np.repeat(frame[..., None], 3, axis=-1), tmp_path / "llvip.png")  # 3 equal channels, as LLVIP ships
+    item = modalities.load(tmp_path / "llvip.png", "thermal")
+    np.testing.assert_allclose(item.data, frame / 255, atol=1e-7)
+    counts = (7000 + np.arange(64).reshape(8, 8) * 10).astype(np.uint16)  # radiometric 16-bit frame
+    _png(counts, tmp_path / "flir.png")
+    stretched = modalities.load(tmp_path / "flir.png", "thermal")
+    assert stretched.data.min() == 0 and stretched.data.max() == 1 and stretched.meta["stretched_from"] == [7000, 7630]
+    again = modalities.load(modalities.encode(stretched), "thermal")  # bytes of the written .npy
+    np.testing.assert_array_equal(again.data, stretched.data)
+    assert _decode_png(modalities["thermal"].preview(item))[1, 0] == 32
+    with pytest.raises(MediaDecodeError, match=r"must be in \[0, 1\], got \[0, 3\]"):
+        modalities.load(np.linspace(0, 3, 16).reshape(4, 4), "thermal")
+    assert modalities.summary(item)["max"] == pytest.approx(252 / 255)
+
+
+def test_imu_files_and_arrays(modalities, tmp_path):
+    t = np.arange(600) / 200.0
+    rows = np.column_stack([t] + [np.sin(t * (k + 1)) for k in range(6)])
+    header = "time,ax,ay,az,gx,gy,gz\n"
+    (tmp_path / "walk.csv").write_text(header + "\n".join(",".join(f"{v:.9g}" for v in row) for row in rows))
+    item = modalities.load(tmp_path / "walk.csv")  # .csv is the IMU's alone
+    assert item.modality == "imu" and item.data.shape == (600, 6) and item.sample_rate == 200
+    np.testing.assert_allclose(item.data, rows[:, 1:], atol=1e-6)
+    (tmp_path / "plain.csv").write_text("\n".join(",".join(str(v) for v in row[1:]) for row in rows[:50]))
+    assert modalities.load(tmp_path / "plain.csv").sample_rate == 400  # no time column: ImageBind's rate
+    # channels-first arrays are turned round; a (series, rate) pair gives the rate
+    np.save(tmp_path / "first.npy", rows[:, 1:].T.astype(np.float32))
+    assert modalities.sniff(tmp_path / "first.npy").name == "imu"  # the header's [6, T] tells
+    first = modalities.load(tmp_path / "first.npy")
+    assert first.data.shape == (600, 6) and first.sample_rate == 400
+    assert modalities.load((rows[:, 1:], 100), "imu").sample_rate == 100
+    info = modalities.summary(item)
+    assert info["samples"] == 600 and info["sample_rate"] == 200 and info["duration"] == 3.0 and info["channels"][3] == "gyro_x"
+    plot = _decode_png(modalities["imu"].preview(item))
+    assert plot.shape == (320, 640, 3) and (plot != 255).any()
+    (tmp_path / "bad.csv").write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(MediaDecodeError, match="6 columns"):
+        modalities.load(tmp_path / "bad.csv")
+    (tmp_path / "words.csv").write_text("a,b,c,d,e,f\n1,2,3,4,5,x\n")
+    with pytest.raises(MediaDecodeError, match="not a number"):
+        modalities.load(tmp_path / "words.csv")
+    (tmp_path / "back.csv").write_text("0.1,1,2,3,4,5,6\n0.0,1,2,3,4,5,6\n")
+    with pytest.raises(MediaDecodeError, match="must increase"):
+        modalities.load(tmp_path / "back.csv")
+    with pytest.raises(MediaLimitError, match="3 samples"):
+        modalities.load(np.zeros((3, 6)), "imu", name="blip")
+    with pytest.raises(MediaDecodeError, match=r"shape \(100, 5\)"):
+        modalities.load(np.zeros((100, 5)), "imu")
+
+
+def test_npy_maps_must_be_named(modalities, tmp_path):
+    np.save(tmp_path / "map.npy", np.ones((48, 64), np.float32))
+    with pytest.raises(UnknownModalityError, match="could be depth or thermal or imu"):
+        modalities.sniff(tmp_path / "map.npy")
+    assert modalities.load(tmp_path / "map.npy", "thermal").modality == "thermal"
+    _png(np.zeros((8, 8), np.uint16), tmp_path / "scan.png")
+    assert modalities.sniff(tmp_path / "scan.png").name == "image"  # PNGs stay images unless named
+
+
+def test_encoder_reads_and_encodes_the_new_modalities(modalities, tmp_path):
+    from codi2.testing import check_encoder
+
+    rng = np.random.default_rng(0)
+    state = {k: torch.randn_like(v) * 0.5 if not k.endswith(("mask", "log_logit_scale")) else v
+             for k, v in ib.load(ib.ImageBindOptions(size=TINY, random_init=True, device="cpu", modalities=list(ib.MODALITIES))).model.state_dict().items()}  # fmt: skip
+    torch.save(state, tmp_path / "tiny.pth")
+    enc = ib.load(ib.ImageBindOptions(checkpoint=str(tmp_path / "tiny.pth"), size=TINY, device="cpu", modalities=["image", *NEW]))
+    assert enc.modalities == ("image", *NEW) and set(enc.model.towers) == {"vision", *NEW}
+    depth = rng.uniform(0.5, 5, (60, 80)).astype(np.float32)
+    samples = {"depth": depth, "thermal": rng.uniform(0, 1, (50, 70)), "imu": (rng.standard_normal((2400, 6)), 200)}
+    check_encoder(enc, samples)
+    # what the modality reads is what the encoder encodes
+    np.save(tmp_path / "d.npy", depth)
+    from_file = enc.encode([modalities.load(tmp_path / "d.npy", "depth")], "depth")
+    torch.testing.assert_close(from_file, enc.encode([enc.load_media(depth, "depth")], "depth"), rtol=0, atol=0)
+    with pytest.raises(UnknownModalityError):
+        ib.load(ib.ImageBindOptions(random_init=True, size=TINY, device="cpu")).encode([Media("depth", depth)], "depth")
