@@ -13,10 +13,12 @@ from PIL import Image
 from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, MediaLimitError, MediaNotFoundError, UnknownModalityError
 from codi2.plugins.encoders import imagebind as ib
-from codi2.plugins.encoders.imagebind.model import TOWERS
+from codi2.plugins.encoders.imagebind import ImageBindSize
+from codi2.plugins.encoders.imagebind.model import TOWERS, ImageBindModel
 from codi2.registry import Registry
 
-TINY = {"out_embed_dim": 16, **{f"{t}_{k}": v for t in TOWERS for k, v in (("embed_dim", 8), ("num_heads", 1), ("num_blocks", 1))}}
+DIMS = (("embed_dim", 8), ("num_heads", 1), ("num_blocks", 1))
+TINY = {"out_embed_dim": 16, **{f"{t}_{k}": v for t in TOWERS for k, v in DIMS}}
 NEW = ("depth", "thermal", "imu")
 
 
@@ -36,8 +38,8 @@ def _decode_png(data: bytes) -> np.ndarray:
 
 def test_registered_by_the_imagebind_plugin(modalities):
     registry = Registry.create(entry_points=False)
-    owner = {p.name: p.components.get("modality") for p in registry.plugins()}["codi2.plugins.encoders.imagebind"]
-    assert sorted(owner) == sorted(NEW)
+    owners = {p.name: p.components.get("modality") for p in registry.plugins()}
+    assert sorted(owners["codi2.plugins.encoders.imagebind"]) == sorted(NEW)
     assert list(modalities)[-3:] == list(NEW) and set(NEW) <= set(modalities.media)
     for name in NEW:
         spec = modalities[name]
@@ -157,10 +159,13 @@ def test_encoder_reads_and_encodes_the_new_modalities(modalities, tmp_path):
     from codi2.testing import check_encoder
 
     rng = np.random.default_rng(0)
-    state = {k: torch.randn_like(v) * 0.5 if not k.endswith(("mask", "log_logit_scale")) else v
-             for k, v in ib.load(ib.ImageBindOptions(size=TINY, random_init=True, device="cpu", modalities=list(ib.MODALITIES))).model.state_dict().items()}  # fmt: skip
+    torch.manual_seed(0)
+    model = ImageBindModel(ImageBindSize(**TINY))  # all six towers, every weight random
+    state = {k: v if k.endswith(("mask", "log_logit_scale")) else torch.randn_like(v) * 0.5
+             for k, v in model.state_dict().items()}  # fmt: skip
     torch.save(state, tmp_path / "tiny.pth")
-    enc = ib.load(ib.ImageBindOptions(checkpoint=str(tmp_path / "tiny.pth"), size=TINY, device="cpu", modalities=["image", *NEW]))
+    options = ib.ImageBindOptions(checkpoint=str(tmp_path / "tiny.pth"), size=TINY, device="cpu", modalities=["image", *NEW])
+    enc = ib.load(options)
     assert enc.modalities == ("image", *NEW) and set(enc.model.towers) == {"vision", *NEW}
     depth = rng.uniform(0.5, 5, (60, 80)).astype(np.float32)
     samples = {"depth": depth, "thermal": rng.uniform(0, 1, (50, 70)), "imu": (rng.standard_normal((2400, 6)), 200)}

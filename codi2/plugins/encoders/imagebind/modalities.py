@@ -71,23 +71,25 @@ def _source(source: Any, modality: str, name: str | None, limits: Any) -> tuple[
     rate = None
     if isinstance(source, Media):
         if source.modality != modality:
-            raise MediaDecodeError(f"is a {source.modality} item, expected {modality}", item=_label(name or source.name, modality))
+            item = _label(name or source.name, modality)
+            raise MediaDecodeError(f"is a {source.modality} item, expected {modality}", item=item)
         name, meta, rate, source = name or source.name, dict(source.meta), source.sample_rate, source.data
     if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], numbers.Real):
         source, rate = source
     if isinstance(source, (str, bytes, bytearray, memoryview)) or hasattr(source, "__fspath__"):
         from codi2.core.media import read_encoded
 
-        filename = None if isinstance(source, (bytes, bytearray, memoryview)) or str(source).startswith("data:") else str(source)
-        if filename is not None:
-            name = name or filename.replace("\\", "/").rsplit("/", 1)[-1]
+        is_file = not isinstance(source, (bytes, bytearray, memoryview)) and not str(source).startswith("data:")
+        if is_file:
+            name = name or str(source).replace("\\", "/").rsplit("/", 1)[-1]
         data = read_encoded(source, item=_label(name, modality), limits=limits)
         array, rate, meta["format"] = _decode(data, modality, _label(name, modality), limits)
         return array, name, meta, rate
     if _is_tensor(source):
         source = source.detach().cpu().numpy()
     if not isinstance(source, np.ndarray):
-        raise MediaDecodeError(f"unsupported source type {type(source).__name__} for {modality}", item=_label(name, modality))
+        what = type(source).__name__
+        raise MediaDecodeError(f"unsupported source type {what} for {modality}", item=_label(name, modality))
     return source, name, meta, rate
 
 
@@ -158,10 +160,13 @@ def _is_number(text: str) -> bool:
 
 def _check_pixels(width: int, height: int, modality: str, item: str, limits: Any) -> None:
     if min(width, height) < max(1, limits.min_image_side):
-        raise MediaLimitError(f"{modality} map is {width}x{height}, under the {limits.min_image_side}-pixel minimum side", item=item)
+        raise MediaLimitError(
+            f"{modality} map is {width}x{height}, under the {limits.min_image_side}-pixel minimum side", item=item
+        )
     if width * height > limits.max_image_pixels:
         raise MediaLimitError(
-            f"{modality} map is {width}x{height} = {width * height} pixels, over the {limits.max_image_pixels}-pixel limit",
+            f"{modality} map is {width}x{height} = {width * height} pixels, "
+            f"over the {limits.max_image_pixels}-pixel limit",
             item=item,
         )
 
@@ -188,7 +193,8 @@ def load_depth(source: Any, *, name: str | None = None, limits: Any = None, **_:
     values = _single_channel(np.asarray(values), "depth", item, limits)
     if values.dtype == np.uint8:
         raise MediaDecodeError(
-            "an 8-bit map holds no metric depth; give metres (float .npy or TIFF) or millimetres (16-bit PNG)", item=item
+            "an 8-bit map holds no metric depth; give metres (float .npy or TIFF) or millimetres (16-bit PNG)",
+            item=item,
         )
     metres = values.astype(np.float32) if values.dtype.kind == "f" else values.astype(np.float32) / 1000.0
     if metres.min() < 0:
@@ -216,7 +222,9 @@ def load_thermal(source: Any, *, name: str | None = None, limits: Any = None, **
     return Media("thermal", intensity, name=name, meta=meta)
 
 
-def load_imu(source: Any, *, name: str | None = None, limits: Any = None, sample_rate: float | None = None, **_: Any) -> Media:
+def load_imu(
+    source: Any, *, name: str | None = None, limits: Any = None, sample_rate: float | None = None, **_: Any
+) -> Media:
     """An IMU series, float32 ``[samples, 6]`` at ``sample_rate`` Hz (the file's, else the
     argument, else 400)."""
     limits = _limits(limits)
@@ -226,14 +234,18 @@ def load_imu(source: Any, *, name: str | None = None, limits: Any = None, sample
     if values.ndim == 2 and values.shape[0] == 6 and values.shape[1] != 6:
         values = values.T  # channels first, as ImageBind's network takes it
     if values.ndim != 2 or values.shape[1] != 6:
-        raise MediaDecodeError(f"imu array has shape {values.shape}, expected [samples, 6] (accel xyz, gyro xyz)", item=item)
+        raise MediaDecodeError(
+            f"imu array has shape {values.shape}, expected [samples, 6] (accel xyz, gyro xyz)", item=item
+        )
     if values.dtype.kind not in "fiu":
         raise MediaDecodeError(f"imu dtype {values.dtype} unsupported", item=item)
     series = values.astype(np.float32)
     if not np.isfinite(series).all():
         raise MediaDecodeError("imu series contains NaN or infinite values", item=item)
     if not IMU_MIN_SAMPLES <= len(series) <= MAX_IMU_SAMPLES:
-        raise MediaLimitError(f"imu series has {len(series)} samples; {IMU_MIN_SAMPLES} to {MAX_IMU_SAMPLES} allowed", item=item)
+        raise MediaLimitError(
+            f"imu series has {len(series)} samples; {IMU_MIN_SAMPLES} to {MAX_IMU_SAMPLES} allowed", item=item
+        )
     rate = rate or sample_rate or IMU_RATE
     if not 1 <= round(rate) <= 100_000:
         raise MediaDecodeError(f"imu sample rate {rate!r} Hz is not a plausible rate", item=item)
@@ -361,7 +373,9 @@ def spec(name: str) -> ModalitySpec:
     common = {"name": name, "description": MODALITY_DESCRIPTIONS[name], "encode": encode_npy,
               "mime_type": NPY_MIME, "display": "download"}  # fmt: skip
     if name == "depth":
-        return ModalitySpec(**common, load=load_depth, suffixes=(".npy",), describe=describe_depth, preview=preview_depth)
+        return ModalitySpec(
+            **common, load=load_depth, suffixes=(".npy",), describe=describe_depth, preview=preview_depth
+        )
     if name == "thermal":
         return ModalitySpec(
             **common, load=load_thermal, suffixes=(".npy",), describe=describe_thermal, preview=preview_thermal
