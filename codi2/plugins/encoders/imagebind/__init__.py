@@ -122,7 +122,7 @@ class ImageBindOptions(BaseModel):
     #: baseline (m) x focal length (px) of the depth camera: disparity = this / depth (the
     #: default is NYU Depth v2's Kinect; the depth tower was trained on disparity)
     depth_disparity_scale: float = Field(KINECT_DISPARITY_SCALE, gt=0)
-    #: 2000-sample (5 s at 400 Hz) IMU windows per item, at evenly spaced starts
+    #: at most this many distinct 2000-sample (5 s at 400 Hz) IMU windows per item, evenly spaced
     imu_clips: int = Field(3, ge=1)
     #: items per forward pass of a tower (clips of one video count as items)
     batch_size: int = Field(16, ge=1)

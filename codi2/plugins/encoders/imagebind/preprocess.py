@@ -15,7 +15,8 @@
   intensities in [0, 1], shorter side to 224 (Pillow's bicubic), centre crop 224, clamped to
   [0, 1], no mean/std;
 - IMU (no published loader; a documented choice): 6 x T at 400 Hz (2000 samples = the paper's
-  5-second windows), windows of 2000 samples at evenly spaced starts, zero-padded at the end.
+  5-second windows), distinct windows of 2000 samples at evenly spaced starts, zero-padded at
+  the end.
 
 Clip starts follow the reference's sampler: with ``D`` the item's duration and ``d`` the clip
 length, clip ``i`` of ``n`` starts at ``i * max(D - d, 0) / n`` (so the last clip does not
@@ -205,12 +206,10 @@ IMU_CHANNELS = 6
 
 
 def imu_windows(series: np.ndarray, clips: int = 3) -> torch.Tensor:
-    """IMU ``[6, T]`` at 400 Hz -> ``[clips, 6, 2000]``: windows at evenly spaced starts
-    (the clip rule above, in samples), a series shorter than a window zero-padded at the end."""
+    """IMU ``[6, T]`` at 400 Hz -> ``[windows, 6, 2000]``: up to ``clips`` distinct windows at
+    evenly spaced starts (the clip rule above, in samples; a series that fits in one window
+    gives one, not copies), a series shorter than a window zero-padded at the end."""
     x = torch.from_numpy(np.asarray(series, dtype=np.float32))
-    total = x.shape[-1]
-    out = []
-    for start in clip_starts(total, IMU_WINDOW, clips):
-        window = x[:, int(start) : int(start) + IMU_WINDOW]
-        out.append(F.pad(window, (0, IMU_WINDOW - window.shape[-1])))
-    return torch.stack(out)
+    starts = dict.fromkeys(int(start) for start in clip_starts(x.shape[-1], IMU_WINDOW, clips))
+    windows = [x[:, start : start + IMU_WINDOW] for start in starts]
+    return torch.stack([F.pad(w, (0, IMU_WINDOW - w.shape[-1])) for w in windows])
