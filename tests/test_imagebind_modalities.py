@@ -132,8 +132,11 @@ def test_imu_files_and_arrays(modalities, tmp_path):
     plot = _decode_png(modalities["imu"].preview(item))
     assert plot.shape == (320, 640, 3) and (plot != 255).any()
     (tmp_path / "bad.csv").write_text("1,2,3\n4,5,6\n")
-    with pytest.raises(MediaDecodeError, match="6 columns"):
+    with pytest.raises(MediaDecodeError, match="6 columns.*found rows of 3 columns"):
         modalities.load(tmp_path / "bad.csv")
+    (tmp_path / "ragged.csv").write_text("1,2,3,4,5,6\n1,2,3,4,5,6,7\n")
+    with pytest.raises(MediaDecodeError, match="found rows of 6, 7 columns"):
+        modalities.load(tmp_path / "ragged.csv")
     (tmp_path / "words.csv").write_text("a,b,c,d,e,f\n1,2,3,4,5,x\n")
     with pytest.raises(MediaDecodeError, match="not a number"):
         modalities.load(tmp_path / "words.csv")

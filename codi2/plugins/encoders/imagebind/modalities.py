@@ -136,12 +136,17 @@ def _read_csv(data: bytes, item: str) -> tuple[np.ndarray, float | None]:
         raise MediaDecodeError("not a .npy array or CSV text", item=item) from e
     if lines and not _is_number(lines[0].split(",")[0]):
         lines = lines[1:]  # a header
+    cells = [line.split(",") for line in lines]
+    widths = sorted({len(row) for row in cells})
+    if widths not in ([6], [7]):
+        found = f"rows of {', '.join(map(str, widths))} columns" if widths else "no rows"
+        raise MediaDecodeError(
+            f"CSV must have 6 columns (accel x y z, gyro x y z), or 7 with time first; found {found}", item=item
+        )
     try:
-        rows = np.array([[float(v) for v in line.split(",")] for line in lines], dtype=np.float64)
+        rows = np.array([[float(v) for v in row] for row in cells], dtype=np.float64)
     except ValueError as e:
         raise MediaDecodeError(f"CSV holds a value that is not a number ({e})", item=item) from None
-    if rows.ndim != 2 or rows.shape[1] not in (6, 7):
-        raise MediaDecodeError("CSV must have 6 columns (accel x y z, gyro x y z), or 7 with time first", item=item)
     if rows.shape[1] == 6:
         return rows, None
     steps = np.diff(rows[:, 0])
