@@ -54,6 +54,8 @@ MODALITY_DESCRIPTIONS = {
     "thermal": "thermal images, intensity in [0, 1] (float32 [H, W]); .npy, 8/16-bit images",
     "imu": "IMU series, accelerometer + gyroscope (float32 [samples, 6]); .npy, .csv",
 }
+#: IMU samples per second the IMU tower expects: 2000-sample windows of 5 s (the paper)
+IMU_SAMPLE_RATE = 400
 #: baseline (m) x focal length (px) of the Kinect v1 of NYU Depth v2 (0.075 x 518.857901), the
 #: depth benchmark ImageBind reports: disparity = this / depth in metres
 KINECT_DISPARITY_SCALE = 0.075 * 518.857901

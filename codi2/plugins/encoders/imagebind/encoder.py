@@ -283,7 +283,8 @@ class ImageBindEncoder(FrozenEncoder):
         """A depth map (metres) or thermal image ([0, 1]) ``[H, W]`` -> ``[1, 1, 224, 224]``."""
         values = np.asarray(item.data)
         if values.ndim != 2 or 0 in values.shape or not np.issubdtype(values.dtype, np.floating):
-            raise MediaError(f"{modality} must be a float [H, W] map, got {values.dtype} {values.shape}", item=item.label)
+            what = f"{values.dtype} {values.shape}"
+            raise MediaError(f"{modality} must be a float [H, W] map, got {what}", item=item.label)
         if not np.isfinite(values).all():
             raise MediaError(f"{modality} map contains NaN or infinite values", item=item.label)
         if modality == "depth":

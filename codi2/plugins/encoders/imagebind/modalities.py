@@ -35,12 +35,11 @@ import numpy as np
 from codi2.core.modality import ModalitySpec
 from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, MediaLimitError
-from codi2.plugins.encoders.imagebind import MODALITY_DESCRIPTIONS
+from codi2.plugins.encoders.imagebind import IMU_SAMPLE_RATE, MODALITY_DESCRIPTIONS
 
 NPY_MIME = "application/x-npy"
 NPY_MAGIC = b"\x93NUMPY"
-IMU_RATE = 400  # Hz: 2000 samples per 5-second window (the paper)
-IMU_CHANNELS = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
+IMU_CHANNEL_NAMES = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
 IMU_MIN_SAMPLES = 8  # one patch of ImageBind's IMU stem
 MAX_IMU_SAMPLES = 2_000_000  # 83 minutes at 400 Hz, 48 MB as float32
 PREVIEW_SIDE = 512
@@ -251,7 +250,7 @@ def load_imu(
         raise MediaLimitError(
             f"imu series has {len(series)} samples; {IMU_MIN_SAMPLES} to {MAX_IMU_SAMPLES} allowed", item=item
         )
-    rate = rate or sample_rate or IMU_RATE
+    rate = rate or sample_rate or IMU_SAMPLE_RATE
     if not 1 <= round(rate) <= 100_000:
         raise MediaDecodeError(f"imu sample rate {rate!r} Hz is not a plausible rate", item=item)
     return Media("imu", series, sample_rate=round(rate), name=name, meta=meta)
@@ -339,8 +338,8 @@ def describe_thermal(media: Media) -> dict[str, Any]:
 
 def describe_imu(media: Media) -> dict[str, Any]:
     samples = int(len(media.data))
-    return {"samples": samples, "sample_rate": media.sample_rate, "duration": samples / (media.sample_rate or IMU_RATE),
-            "channels": list(IMU_CHANNELS)}  # fmt: skip
+    rate = media.sample_rate or IMU_SAMPLE_RATE
+    return {"samples": samples, "sample_rate": rate, "duration": samples / rate, "channels": list(IMU_CHANNEL_NAMES)}
 
 
 # --- recognising -----------------------------------------------------------------------------

@@ -34,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codi2.plugins.encoders.imagebind import KINECT_DISPARITY_SCALE
+from codi2.plugins.encoders.imagebind import IMU_SAMPLE_RATE, KINECT_DISPARITY_SCALE
+from codi2.plugins.encoders.imagebind.model import IMU_CHANNELS
+from codi2.plugins.encoders.imagebind.model import IMU_LENGTH as IMU_WINDOW
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -199,11 +201,6 @@ def thermal_tensor(intensity: np.ndarray) -> torch.Tensor:
 
 
 # --- IMU -------------------------------------------------------------------------------------
-
-IMU_SAMPLE_RATE = 400  # 2000 samples per 5-second window (the paper)
-IMU_WINDOW = 2000
-IMU_CHANNELS = 6
-
 
 def imu_windows(series: np.ndarray, clips: int = 3) -> torch.Tensor:
     """IMU ``[6, T]`` at 400 Hz -> ``[windows, 6, 2000]``: up to ``clips`` distinct windows at
