@@ -99,12 +99,6 @@ def read_encoded(source: Any, *, item: str, limits: MediaLimits | None = None) -
     return _read_encoded(source, item, limits or _DEFAULT_LIMITS)
 
 
-def read_encoded(source: Any, *, item: str, limits: MediaLimits | None = None) -> bytes:
-    """The bytes of a path, bytes object or ``data:`` URI, with the existence, emptiness and
-    size checks every modality needs (for modality plugins that decode their own files)."""
-    return _read_encoded(source, item, limits or _DEFAULT_LIMITS)
-
-
 def load_text(source: Any, *, name: str | None = None, limits: MediaLimits | None = None) -> Media:
     """Text as a ``str``: a str is the text itself; a Path or bytes are decoded as UTF-8."""
     limits = limits or _DEFAULT_LIMITS
