@@ -149,6 +149,18 @@ def test_imu_files_and_arrays(modalities, tmp_path):
         modalities.load(np.zeros((100, 5)), "imu")
 
 
+def test_attachments_named_depth_or_thermal_are_judged_by_their_reader(modalities, tmp_path):
+    from codi2.attachments import load_attachment, parse_media_option
+
+    _png(np.full((8, 8), 900, np.uint16), tmp_path / "scan.png")
+    name, path, modality = parse_media_option(f"d=depth:{tmp_path / 'scan.png'}")  # as `--media` takes it
+    assert load_attachment(path, modality=modality, name=name, modalities=modalities).data[0, 0] == pytest.approx(0.9)
+    assert load_attachment(tmp_path / "scan.png", modality="thermal", name="t", modalities=modalities).data.max() == 0
+    assert load_attachment(tmp_path / "scan.png", name="i", modalities=modalities).modality == "image"
+    with pytest.raises(MediaDecodeError, match="given as imu, but it is image"):  # IMU knows its files
+        load_attachment(tmp_path / "scan.png", modality="imu", name="w", modalities=modalities)
+
+
 def test_npy_maps_must_be_named(modalities, tmp_path):
     np.save(tmp_path / "map.npy", np.ones((48, 64), np.float32))
     with pytest.raises(UnknownModalityError, match="could be depth or thermal or imu"):
@@ -179,3 +191,40 @@ def test_encoder_reads_and_encodes_the_new_modalities(modalities, tmp_path):
     torch.testing.assert_close(from_file, enc.encode([enc.load_media(depth, "depth")], "depth"), rtol=0, atol=0)
     with pytest.raises(UnknownModalityError):
         ib.load(ib.ImageBindOptions(random_init=True, size=TINY, device="cpu")).encode([Media("depth", depth)], "depth")
+
+
+def test_a_model_reads_depth_thermal_and_imu(tmp_path):
+    """A CoDi-2 model whose imagebind encoder serves the three: trains on them, answers about
+    them, and saves and reloads with their marker rows."""
+    from codi2.core.model import CoDi2Model
+
+    registry = Registry.create(entry_points=False)
+    served = ["image", *NEW]
+    config = {
+        "encoders": [{"plugin": "imagebind", "modalities": served,
+                      "options": {"size": TINY, "random_init": True, "device": "cpu", "modalities": served}}],
+        "llm": {"plugin": "tiny-llm", "options": {}},
+    }  # fmt: skip
+    torch.manual_seed(0)
+    model = CoDi2Model.from_config(config, registry)
+    assert model.markers.modalities == ("image", "audio", "video", "text", *NEW)
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "scan.npy", rng.uniform(0.5, 4, (48, 64)).astype(np.float32))
+    _png(rng.integers(0, 256, (40, 50), dtype=np.uint8), tmp_path / "heat.png")
+    np.save(tmp_path / "walk.npy", rng.standard_normal((2400, 6)).astype(np.float32))
+    parts = [{"type": "text", "text": "Compare "}, {"type": "depth", "path": str(tmp_path / "scan.npy")},
+             {"type": "thermal", "path": str(tmp_path / "heat.png")}, {"type": "imu", "path": str(tmp_path / "walk.npy")}]
+    conversation = [{"role": "user", "content": parts}, {"role": "assistant", "content": "a warm room, walking"}]
+    model.set_trainable()
+    losses = model(model.collate([conversation]))
+    losses["total"].backward()
+    touched = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    for modality in NEW:  # each item reached the LLM through its own input projector
+        assert any(n.startswith(f"in_proj.{modality}.") for n in touched), modality
+    media = {"d": {"type": "depth", "path": str(tmp_path / "scan.npy")}, "w": str(tmp_path / "walk.npy")}
+    answer = model.generate("What do {d} and {w} show?", media=media, max_new_tokens=3, seed=0)
+    assert isinstance(answer.text, str)
+    model.save_pretrained(tmp_path / "saved")
+    again = CoDi2Model.from_pretrained(tmp_path / "saved", registry=registry)
+    assert again.markers.modalities == model.markers.modalities
+    assert again.generate("What do {d} and {w} show?", media=media, max_new_tokens=3, seed=0).text == answer.text
