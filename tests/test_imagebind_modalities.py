@@ -121,6 +121,11 @@ def test_imu_files_and_arrays(modalities, tmp_path):
     np.testing.assert_allclose(item.data, rows[:, 1:], atol=1e-6)
     (tmp_path / "plain.csv").write_text("\n".join(",".join(str(v) for v in row[1:]) for row in rows[:50]))
     assert modalities.load(tmp_path / "plain.csv").sample_rate == 400  # no time column: ImageBind's rate
+    # CSV bytes (an upload, no file name) are told by their rows; other text stays text
+    assert modalities.sniff((tmp_path / "walk.csv").read_bytes()).name == "imu"
+    assert modalities.sniff(b"hello, world\nhow are you\n").name == "text"
+    with pytest.raises(UnknownModalityError, match=r"application/x-npy is used by several modalities \(depth, thermal, imu\)"):
+        modalities.load("data:application/x-npy;base64,AAAA")
     # channels-first arrays are turned round; a (series, rate) pair gives the rate
     np.save(tmp_path / "first.npy", rows[:, 1:].T.astype(np.float32))
     assert modalities.sniff(tmp_path / "first.npy").name == "imu"  # the header's [6, T] tells

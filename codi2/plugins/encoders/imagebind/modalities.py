@@ -360,8 +360,19 @@ def npy_shape(head: bytes) -> tuple[int, ...] | None:
 
 
 def sniff_imu(head: bytes) -> bool:
+    """A ``.npy`` header declaring ``[T, 6]`` or ``[6, T]``, or CSV text whose first full row
+    after an optional header holds 6 or 7 numbers."""
     shape = npy_shape(head)
-    return shape is not None and len(shape) == 2 and 6 in shape and max(shape) > 6
+    if shape is not None:
+        return len(shape) == 2 and 6 in shape and max(shape) > 6
+    try:
+        lines = head.decode("utf-8").splitlines()[:-1]  # the last line may be cut off
+    except UnicodeDecodeError:
+        return False
+    rows = [line.split(",") for line in lines if line.strip()][:2]
+    if rows and not _is_number(rows[0][0]):
+        rows = rows[1:]
+    return bool(rows) and len(rows[0]) in (6, 7) and all(_is_number(v) for v in rows[0])
 
 
 def claims_imu(obj: Any) -> bool:
