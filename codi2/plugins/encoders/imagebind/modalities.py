@@ -175,6 +175,13 @@ def _check_pixels(width: int, height: int, modality: str, item: str, limits: Any
         )
 
 
+def _read_map(source: Any, modality: str, name: str | None, limits: Any) -> tuple[np.ndarray, str | None, dict, str]:
+    """(values ``[H, W]``, name, meta, item label) of a depth or thermal source."""
+    values, name, meta, _ = _source(source, modality, name, limits)
+    item = _label(name, modality)
+    return _single_channel(np.asarray(values), modality, item, limits), name, meta, item
+
+
 def _single_channel(values: np.ndarray, modality: str, item: str, limits: Any) -> np.ndarray:
     """``[H, W]`` from ``[H, W]``, ``[H, W, 1]`` or ``[1, H, W]``, within the pixel limits."""
     if values.ndim == 3 and 1 in (values.shape[0], values.shape[-1]):
@@ -191,10 +198,7 @@ def _single_channel(values: np.ndarray, modality: str, item: str, limits: Any) -
 
 def load_depth(source: Any, *, name: str | None = None, limits: Any = None, **_: Any) -> Media:
     """A depth map in metres (float32 ``[H, W]``, 0 = no reading); integers are millimetres."""
-    limits = _limits(limits)
-    values, name, meta, _ = _source(source, "depth", name, limits)
-    item = _label(name, "depth")
-    values = _single_channel(np.asarray(values), "depth", item, limits)
+    values, name, meta, item = _read_map(source, "depth", name, _limits(limits))
     if values.dtype == np.uint8:
         raise MediaDecodeError(
             "an 8-bit map holds no metric depth; give metres (float .npy or TIFF) or millimetres (16-bit PNG)",
@@ -208,10 +212,7 @@ def load_depth(source: Any, *, name: str | None = None, limits: Any = None, **_:
 
 def load_thermal(source: Any, *, name: str | None = None, limits: Any = None, **_: Any) -> Media:
     """A thermal image as intensities in [0, 1] (float32 ``[H, W]``)."""
-    limits = _limits(limits)
-    values, name, meta, _ = _source(source, "thermal", name, limits)
-    item = _label(name, "thermal")
-    values = _single_channel(np.asarray(values), "thermal", item, limits)
+    values, name, meta, item = _read_map(source, "thermal", name, _limits(limits))
     if values.dtype == np.uint8:
         intensity = values.astype(np.float32) / 255.0
     elif values.dtype.kind in "iu":  # radiometric counts: stretch this frame's range to [0, 1]
