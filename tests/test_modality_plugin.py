@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_registry import install_example
 
 import codi2
+from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, MediaLimitError, UnknownModalityError
 from codi2.registry import Registry
-from test_registry import install_example
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "examples" / "codi2-pointcloud-plugin"
@@ -110,6 +111,14 @@ def test_the_plugin_adds_a_modality_with_an_encoder_and_a_decoder(registry):
     assert (spec.suffix, spec.mime_type, spec.display) == (".ply", "application/x-ply", "download")
 
 
+def test_its_components_pass_the_contract_kit(registry):
+    from codi2.testing import check_decoder, check_encoder
+
+    clouds = [registry.modalities().load(ring(seed=s).astype(np.float32), "pointcloud", name=f"c{s}") for s in (1, 2)]
+    check_encoder(registry.load("encoder", "pointcloud-encoder"), {"pointcloud": clouds[0]})
+    check_decoder(registry.load("decoder", {"plugin": "pointcloud-decoder", "options": {"points": 8}}), clouds)
+
+
 def test_listed_by_codi2_plugins(site):
     out = run_cli(["plugins", "--json"], site)
     assert out.returncode == 0, out.stderr
@@ -148,10 +157,17 @@ def test_trains_generates_saves_and_reloads(trained, registry, tmp_path):
     answer = model.generate("grow {p}", media={"p": cloud}, seed=0)
     assert [m.modality for m in answer.media] == ["pointcloud"], answer.text
     assert answer.media[0].data.shape == (POINTS, 3) and np.isfinite(answer.media[0].data).all()
+    as_media = model.generate("grow {p}", media={"p": Media("pointcloud", ring(seed=7).astype(np.float32))}, seed=0)
+    np.testing.assert_array_equal(as_media.media[0].data, answer.media[0].data)  # a Media in hand reads the same
     (path,) = answer.save(tmp_path / "out")
     assert path.name == "output0.ply"
     again = registry.modalities().load(path)
     np.testing.assert_allclose(again.data, answer.media[0].data, atol=1e-4)
+
+    chat = model.chat()
+    chat.ask("grow {p}", {"p": cloud}, seed=0)
+    saved = json.loads(chat.save(tmp_path / "chat").read_text())["messages"]
+    assert [p["path"] for m in saved for p in m["content"] if p["type"] == "pointcloud"] == ["media0.ply", "media1.ply"]
 
     model.save_pretrained(tmp_path / "saved")
     reloaded = codi2.load(tmp_path / "saved", registry=registry)
@@ -181,6 +197,20 @@ def test_codi2_generate(trained, site, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "error: media 'p' (bad.ply): PLY vertices lack properties y, z"
 
 
+def test_codi2_data_validate(trained, site, tmp_path):
+    data = trained["root"] / "train.jsonl"
+    good = run_cli(["data", "validate", str(data), "--decode", "--json"], site)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout)["media"] == {"pointcloud in": 12, "pointcloud out": 12}
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 2 3\n")
+    record = {"messages": [{"role": "user", "content": [{"type": "pointcloud", "path": "bad.ply"}]},
+                           {"role": "assistant", "content": "ok"}]}  # fmt: skip
+    (tmp_path / "bad.jsonl").write_text(json.dumps(record) + "\n")
+    bad = run_cli(["data", "validate", str(tmp_path / "bad.jsonl"), "--decode", "--json"], site)
+    (problem,) = json.loads(bad.stdout)["problems"]
+    assert bad.returncode == 1 and problem["line"] == 1 and "declares 2 vertices but holds 1" in problem["message"]
+
+
 def test_http_server(trained, registry):
     from fastapi.testclient import TestClient
 
@@ -203,6 +233,8 @@ def test_http_server(trained, registry):
                            files={"p": ("cloud.ply", base64.b64decode(data), "application/octet-stream")})  # fmt: skip
         assert form.status_code == 200, form.text
         (part,) = [p for p in form.json()["choices"][0]["message"]["content"] if p["type"] != "text"]
+        session = client.get(f"/v1/sessions/{form.json()['session_id']}").json()
+        assert [p["type"] for m in session["messages"] for p in m["content"] if p["type"] != "text"] == ["pointcloud", "pointcloud"]
         fetched = client.get(part["url"])
         assert fetched.headers["content-type"].startswith("application/x-ply") and fetched.content.startswith(b"ply\n")
 
