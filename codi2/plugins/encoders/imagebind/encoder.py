@@ -23,6 +23,7 @@ from codi2.errors import ComponentLoadError, MediaError, MediaLimitError
 from codi2.plugins.encoders._frozen import FrozenEncoder
 from codi2.plugins.encoders.imagebind import (
     CHECKPOINT_FILE,
+    IMU_SAMPLE_RATE,
     KINECT_DISPARITY_SCALE,
     MODALITY_DESCRIPTIONS,
     NAME,
@@ -30,7 +31,7 @@ from codi2.plugins.encoders.imagebind import (
     ImageBindSize,
 )
 from codi2.plugins.encoders.imagebind import preprocess as pre
-from codi2.plugins.encoders.imagebind.model import TOWERS, ImageBindModel
+from codi2.plugins.encoders.imagebind.model import IMU_CHANNELS, TOWERS, ImageBindModel
 
 TOWER_OF = {
     "image": "vision", "video": "vision", "audio": "audio", "text": "text",
@@ -294,15 +295,15 @@ class ImageBindEncoder(FrozenEncoder):
     def _imu_views(self, item: Media) -> torch.Tensor:
         """IMU ``[samples, 6]`` at ``item.sample_rate`` (else 400 Hz) -> windows ``[clips, 6, 2000]``."""
         series = np.asarray(item.data, dtype=np.float32)
-        if series.ndim != 2 or series.shape[1] != pre.IMU_CHANNELS or series.shape[0] == 0:
+        if series.ndim != 2 or series.shape[1] != IMU_CHANNELS or series.shape[0] == 0:
             raise MediaError(f"imu must be float [samples, 6], got shape {series.shape}", item=item.label)
         if not np.isfinite(series).all():
             raise MediaError("imu series contains NaN or infinite values", item=item.label)
-        rate = item.sample_rate or pre.IMU_SAMPLE_RATE
-        if rate != pre.IMU_SAMPLE_RATE:
+        rate = item.sample_rate or IMU_SAMPLE_RATE
+        if rate != IMU_SAMPLE_RATE:
             from codi2.core.audio import resample
 
-            series = np.stack([resample(channel, rate, pre.IMU_SAMPLE_RATE) for channel in series.T], axis=1)
+            series = np.stack([resample(channel, rate, IMU_SAMPLE_RATE) for channel in series.T], axis=1)
         return pre.imu_windows(series.T, self.imu_clips)
 
     def _features(self, tower: str, x: torch.Tensor) -> torch.Tensor:

@@ -338,7 +338,7 @@ def describe_thermal(media: Media) -> dict[str, Any]:
 
 
 def describe_imu(media: Media) -> dict[str, Any]:
-    samples = int(len(media.data))
+    samples = len(media.data)
     rate = media.sample_rate or IMU_SAMPLE_RATE
     return {"samples": samples, "sample_rate": rate, "duration": samples / rate, "channels": list(IMU_CHANNEL_NAMES)}
 
@@ -356,7 +356,7 @@ def npy_shape(head: bytes) -> tuple[int, ...] | None:
     try:
         fields = ast.literal_eval(header.decode("latin1"))  # literals only: no code runs
         return tuple(int(n) for n in fields["shape"])
-    except Exception:
+    except (ValueError, TypeError, KeyError, SyntaxError, MemoryError, RecursionError):  # not a header
         return None
 
 

@@ -34,8 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codi2.plugins.encoders.imagebind import IMU_SAMPLE_RATE, KINECT_DISPARITY_SCALE
-from codi2.plugins.encoders.imagebind.model import IMU_CHANNELS
+from codi2.plugins.encoders.imagebind import KINECT_DISPARITY_SCALE
 from codi2.plugins.encoders.imagebind.model import IMU_LENGTH as IMU_WINDOW
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
