@@ -190,6 +190,7 @@ def test_encoder_reads_and_encodes_the_new_modalities(modalities, tmp_path):
     depth = rng.uniform(0.5, 5, (60, 80)).astype(np.float32)
     samples = {"depth": depth, "thermal": rng.uniform(0, 1, (50, 70)), "imu": (rng.standard_normal((2400, 6)), 200)}
     check_encoder(enc, samples)
+    assert enc.load_media(rng.standard_normal((2400, 6)), "imu").sample_rate == 400  # not audio's 16 kHz
     # what the modality reads is what the encoder encodes
     np.save(tmp_path / "d.npy", depth)
     from_file = enc.encode([modalities.load(tmp_path / "d.npy", "depth")], "depth")

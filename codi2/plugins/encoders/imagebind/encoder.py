@@ -25,7 +25,6 @@ from codi2.plugins.encoders.imagebind import (
     CHECKPOINT_FILE,
     IMU_SAMPLE_RATE,
     KINECT_DISPARITY_SCALE,
-    MODALITY_DESCRIPTIONS,
     NAME,
     ImageBindOptions,
     ImageBindSize,
@@ -230,15 +229,6 @@ class ImageBindEncoder(FrozenEncoder):
     def tokens_per_item(self, modality: str) -> int:
         self.check_modality(modality)
         return self.sequence_length if self.image_tokens == "sequence" else 1
-
-    def load_media(self, source: Any, modality: str, *, name: str | None = None) -> Media:
-        """Read and validate one item; depth, thermal and IMU through this plugin's own specs."""
-        if modality in MODALITY_DESCRIPTIONS:
-            from codi2.plugins.encoders.imagebind.modalities import spec
-
-            self.check_modality(modality)
-            return spec(modality).load(source, name=name)
-        return super().load_media(source, modality, name=name)
 
     # --- encoding ---------------------------------------------------------------------------
 

@@ -227,11 +227,10 @@ def load_thermal(source: Any, *, name: str | None = None, limits: Any = None, **
     return Media("thermal", intensity, name=name, meta=meta)
 
 
-def load_imu(
-    source: Any, *, name: str | None = None, limits: Any = None, sample_rate: float | None = None, **_: Any
-) -> Media:
-    """An IMU series, float32 ``[samples, 6]`` at ``sample_rate`` Hz (the file's, else the
-    argument, else 400)."""
+def load_imu(source: Any, *, name: str | None = None, limits: Any = None, **_: Any) -> Media:
+    """An IMU series, float32 ``[samples, 6]`` at the rate its source gives (a CSV's time
+    column, an ``(array, rate)`` pair, a Media's ``sample_rate``), else 400 Hz. (The loaders'
+    ``sample_rate`` option is audio's target rate and does not apply.)"""
     limits = _limits(limits)
     values, name, meta, rate = _source(source, "imu", name, limits)
     item = _label(name, "imu")
@@ -251,7 +250,7 @@ def load_imu(
         raise MediaLimitError(
             f"imu series has {len(series)} samples; {IMU_MIN_SAMPLES} to {MAX_IMU_SAMPLES} allowed", item=item
         )
-    rate = rate or sample_rate or IMU_SAMPLE_RATE
+    rate = rate or IMU_SAMPLE_RATE
     if not 1 <= round(rate) <= 100_000:
         raise MediaDecodeError(f"imu sample rate {rate!r} Hz is not a plausible rate", item=item)
     return Media("imu", series, sample_rate=round(rate), name=name, meta=meta)
