@@ -194,7 +194,7 @@ def thermal_tensor(intensity: np.ndarray) -> torch.Tensor:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
-    image = Image.fromarray(np.ascontiguousarray(intensity, dtype=np.float32), mode="F")
+    image = Image.fromarray(np.ascontiguousarray(intensity, dtype=np.float32))  # mode "F"
     image = TF.center_crop(TF.resize(image, IMAGE_SIZE, interpolation=InterpolationMode.BICUBIC), IMAGE_SIZE)
     return torch.from_numpy(np.asarray(image, dtype=np.float32).copy())[None].clamp(0.0, 1.0)
 
