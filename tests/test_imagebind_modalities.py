@@ -88,6 +88,13 @@ def test_depth_rejects_what_is_not_metric_depth(modalities, tmp_path):
         modalities.load(tmp_path / "cut.npy", "depth")
     with pytest.raises(MediaNotFoundError):
         modalities.load(tmp_path / "nowhere.npy", "depth")
+    _png(np.random.default_rng(0).integers(0, 65535, (64, 64), dtype=np.uint16), tmp_path / "whole.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:200])
+    with pytest.raises(MediaDecodeError, match="'cut.png'.*corrupt or truncated PNG"):
+        modalities.load(tmp_path / "cut.png", "depth")
+    (tmp_path / "song.csv").write_text("1,2\n")
+    with pytest.raises(MediaDecodeError, match="not a readable image; it looks like text"):
+        modalities.load(tmp_path / "song.csv", "depth")
     with pytest.raises(MediaLimitError, match="pixel limit"):
         from codi2.core.media import MediaLimits
 

@@ -36,7 +36,7 @@ from codi2.core.media._common import (
     _unwrap,
     sniff_format,
 )
-from codi2.core.media._image import load_image
+from codi2.core.media._image import load_image, open_image
 from codi2.core.media._video import load_video
 from codi2.core.media._write import media_to_bytes, save_media
 from codi2.core.types import Media
@@ -52,6 +52,7 @@ __all__ = [
     "load_video",
     "looks_like_text",
     "media_to_bytes",
+    "open_image",
     "read_encoded",
     "save_media",
     "sniff_format",

@@ -101,29 +101,16 @@ def _decode(data: bytes, modality: str, item: str, limits: Any) -> tuple[np.ndar
             raise MediaDecodeError(f"not a readable .npy array: {e}", item=item) from e
     if modality == "imu":
         return (*_read_csv(data, item), "csv")
-    from PIL import Image, UnidentifiedImageError
+    from codi2.core.media import open_image
 
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            _check_pixels(width, height, modality, item, limits)  # before decoding
-            image.load()
-            fmt, mode = (image.format or "?").lower(), image.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-                return np.asarray(image.convert("I"), dtype=np.uint16), None, fmt
-            if mode in ("I", "F", "L"):
-                return np.asarray(image), None, fmt
-            if modality == "thermal" and mode in ("RGB", "RGBA", "P", "LA"):
-                return np.asarray(image.convert("L")), None, fmt  # frames saved with 3 equal channels
-    except UnidentifiedImageError as e:
-        what = ".npy array or image" if modality != "imu" else ".npy array or CSV"
-        raise MediaDecodeError(f"not a readable {what}", item=item) from e
-    except Image.DecompressionBombError as e:
-        raise MediaLimitError(str(e), item=item) from e
-    except MediaLimitError:
-        raise
-    except Exception as e:  # Pillow's decoders raise assorted types on corrupt data
-        raise MediaDecodeError(f"corrupt or truncated image: {e}", item=item) from e
+    image, fmt = open_image(data, item=item, limits=limits)  # size checked before decoding
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(image.convert("I"), dtype=np.uint16), None, fmt
+    if mode in ("I", "F", "L"):
+        return np.asarray(image), None, fmt
+    if modality == "thermal" and mode in ("RGB", "RGBA", "P", "LA"):
+        return np.asarray(image.convert("L")), None, fmt  # frames saved with 3 equal channels
     raise MediaDecodeError(f"a {mode} image is not a {modality} map (use one channel)", item=item)
 
 
