@@ -149,7 +149,7 @@ def resolve_model(name_or_dir: Any = DEFAULT_MODEL, registry: Registry | None = 
             raise
     if path.is_dir():  # a folder, but not a model, and no preset of that name
         raise ConfigError(f"model directory {text}: no {CONFIG_FILE} (not a saved codi2 model)")
-    if not looks_like_path and _HUB_ID.match(text):
+    if not looks_like_path and looks_like_hub_id(text):
         return _hub_source(text)
     known = ", ".join(registry.names("preset")) or "none"
     if text == DEFAULT_MODEL:
@@ -188,6 +188,11 @@ def _hub_source(repo_id: str) -> ModelSource:
     if not (folder / CONFIG_FILE).is_file():
         raise ConfigError(f"hub model {repo_id!r} has no {CONFIG_FILE}: not a codi2 model")
     return ModelSource(repo_id, "hub", path=folder)
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """``namespace/name`` in the characters the hub allows (whether it exists is another matter)."""
+    return bool(_HUB_ID.match(text))
 
 
 def check_components(config: ModelConfig, registry: Registry) -> None:
@@ -237,5 +242,5 @@ def assemble(model: Any = DEFAULT_MODEL, *, registry: Registry | None = None, pr
     return built
 
 
-__all__ = ["DEFAULT_MODEL", "ModelSource", "assemble", "check_components", "model_names", "preset_config",
-           "preset_source", "resolve_model"]  # fmt: skip
+__all__ = ["DEFAULT_MODEL", "ModelSource", "assemble", "check_components", "looks_like_hub_id", "model_names",
+           "preset_config", "preset_source", "resolve_model"]  # fmt: skip
