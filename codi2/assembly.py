@@ -24,6 +24,7 @@ working directory) does not shadow the preset.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from collections.abc import Mapping
@@ -66,10 +67,11 @@ class ModelSource:
         """The model configuration (read here, once per assembly)."""
         from codi2.core.config import ModelConfig
 
+        # a copy: a model owns its config (a preset's or a caller's object stays untouched)
         if isinstance(self.config, ModelConfig):
-            return self.config
+            return self.config.model_copy(deep=True)
         if self.config is not None:
-            return ModelConfig.from_dict(self.config, source=f"{self.kind} {self.name!r}")
+            return ModelConfig.from_dict(copy.deepcopy(self.config), source=f"{self.kind} {self.name!r}")
         assert self.path is not None
         return ModelConfig.from_file(self.path / CONFIG_FILE)
 
