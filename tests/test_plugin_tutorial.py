@@ -5,6 +5,7 @@ which runs in docs/modalities.md)."""
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def test_a_typical_encoder_plugin_is_at_most_60_lines():
 def test_the_tutorial_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the tutorial's mkdtemp() folders go too
     namespace: dict = {"__name__": "tutorial"}
     ran = 0
     try:
