@@ -108,17 +108,6 @@ with codi2 must be installed too (`codi2 plugins` lists what is installed).
 """
 
 
-def write_card(folder: str | Path, repo_id: str) -> Path:
-    """Write ``README.md`` for the saved model in ``folder`` (from its ``config.json``)."""
-    folder = Path(folder)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ConfigError(f"{folder}: not a saved codi2 model (no config.json)")
-    path = folder / CARD_FILE
-    path.write_text(model_card(json.loads(config_file.read_text(encoding="utf-8")), repo_id), encoding="utf-8")
-    return path
-
-
 def push_to_hub(model: Any, repo_id: str, *, private: bool | None = None, token: str | None = None,
                 commit_message: str = "Upload codi2 model", card: bool = True) -> str:
     """Upload ``model`` (a loaded CoDi2Model, or a saved model directory) to the hub repository
@@ -150,4 +139,4 @@ def push_to_hub(model: Any, repo_id: str, *, private: bool | None = None, token:
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["base_models", "model_card", "push_to_hub", "write_card"]
+__all__ = ["base_models", "model_card", "push_to_hub"]
