@@ -124,8 +124,10 @@ def push_to_hub(model: Any, repo_id: str, *, private: bool | None = None, token:
                 raise ConfigError(f"{folder}: not a saved codi2 model (no config.json)")
         else:
             folder = model.save_pretrained(staging)  # refuses a config that would not load back
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-        operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files]
+        # every file of the model directory, hidden ones (temp files of atomic writes) excepted
+        names = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+        operations = [CommitOperationAdd(path_in_repo=n.as_posix(), path_or_fileobj=str(folder / n))
+                      for n in names if not any(part.startswith(".") for part in n.parts)]  # fmt: skip
         if card and not (folder / CARD_FILE).is_file():
             text = model_card(json.loads((folder / "config.json").read_text(encoding="utf-8")), repo_id)
             operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=text.encode("utf-8")))
