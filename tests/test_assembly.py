@@ -243,3 +243,24 @@ def test_the_default_model_reads_and_answers(registry):
     model = codi2.load(registry=registry)
     assert model.source_name == "toy" and set(model.decoders) == {"image", "audio"}
     json.dumps(codi2.api.model_info(model))
+
+
+def test_a_config_file_builds_an_untrained_model(tmp_path, registry):
+    (tmp_path / "model.yaml").write_text(json.dumps(CONFIG))  # JSON is YAML
+    source = resolve_model(tmp_path / "model.yaml", registry)
+    assert source.kind == "file" and source.path is None  # nothing trained to restore
+    assert codi2.load(tmp_path / "model.yaml", registry=registry).in_proj["image"][0].in_features == 12
+
+
+def test_training_configs_keep_hub_ids_and_resolve_paths(tmp_path):
+    from codi2.training.config import TrainConfig
+
+    def model_of(value):
+        data = {"model": value, "data": {"train": "d.jsonl"}, "max_steps": 1}
+        return TrainConfig.from_dict(data, base=tmp_path).model
+
+    assert model_of("org/codi2-model") == "org/codi2-model"  # a hub id stays one
+    assert model_of("codi2-paper") == "codi2-paper"  # so does a preset name
+    assert model_of("runs/align/final") == str(tmp_path / "runs/align/final")  # a relative path
+    (tmp_path / "runs").mkdir()
+    assert model_of("runs") == str(tmp_path / "runs")  # an existing folder is a path
