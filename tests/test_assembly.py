@@ -264,3 +264,10 @@ def test_training_configs_keep_hub_ids_and_resolve_paths(tmp_path):
     assert model_of("runs/align/final") == str(tmp_path / "runs/align/final")  # a relative path
     (tmp_path / "runs").mkdir()
     assert model_of("runs") == str(tmp_path / "runs")  # an existing folder is a path
+
+
+def test_every_shipped_preset_file_is_registered(registry):
+    from importlib import resources
+
+    files = {p.name[: -len(".json")] for p in (resources.files("codi2") / "presets").iterdir() if p.name.endswith(".json")}
+    assert files <= set(registry.names("preset")), files - set(registry.names("preset"))

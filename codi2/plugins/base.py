@@ -255,6 +255,10 @@ class DiffusersDecoder(DecoderBase):
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the UNet's activations in the backward pass (training memory)."""
+        self.unet.enable_gradient_checkpointing()
+
     @property
     def device(self) -> torch.device:
         # not self.unet.device: diffusers walks every submodule on each access (~4 ms at real size)

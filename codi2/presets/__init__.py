@@ -2,7 +2,9 @@
 
 - ``codi2-paper``: the paper's stack (ImageBind-huge, Llama-2-7b-chat with LoRA, SD-2.1-unCLIP,
   AudioLDM2, zeroscope), weights from the hub;
-- ``codi2-paper-openclip``: the same with OpenCLIP ViT-H/14 as the encoder.
+- ``codi2-paper-openclip``: the same with OpenCLIP ViT-H/14 as the encoder;
+- ``codi2-hf-encoders``: the same with transformers encoders (SigLIP for images and text, CLAP
+  for audio) and ImageBind for video.
 
 Each is a JSON file next to this module; ``codi2.load("codi2-paper")`` builds its components
 through the registry (the core starts untrained). Light at import: no torch.
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 PRESETS = {
     "codi2-paper": "the paper's stack: ImageBind-huge, Llama-2-7b-chat (LoRA), SD-2.1-unCLIP, AudioLDM2, zeroscope",
     "codi2-paper-openclip": "codi2-paper with OpenCLIP ViT-H/14 as the encoder",
+    "codi2-hf-encoders": "codi2-paper with transformers encoders: SigLIP (image, text), CLAP (audio); ImageBind (video)",
 }
 
 
