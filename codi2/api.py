@@ -114,6 +114,12 @@ def model_info(model: Any) -> dict[str, Any]:
         "id": getattr(model, "source_name", None) or "codi2",
         "input_modalities": sorted(model.encoder_for),
         "output_modalities": sorted(model.decoders),
+        # how a client sends and shows each (suffixes and MIME types to accept, display kind)
+        "modalities": {
+            name: {"display": spec.display, "mime_types": list(spec.mime_types), "suffixes": list(spec.suffixes)}
+            for name, spec in model.modalities.items()
+            if name in model.encoder_for or name in model.decoders
+        },
         "components": {
             "encoders": [e.plugin for e in cfg.encoders],
             "llm": cfg.llm.plugin,

@@ -235,7 +235,7 @@ def assemble(model: Any = DEFAULT_MODEL, *, registry: Registry | None = None, pr
                 decoders[modality] = component
             bar.update()
         bar.set_postfix_str("weights")
-        built = CoDi2Model(config, encoders, llm, decoders)
+        built = CoDi2Model(config, encoders, llm, decoders, registry.modalities())
         if source.path is not None:
             built.load_pretrained_weights(source.path)
         bar.update()

@@ -57,3 +57,9 @@ def codi2_register_presets(register: RegisterCallback) -> None:
     """Register model presets: ``register(name, load=lambda options: ModelConfig | dict | dir)``
     (a configuration, or a packaged model directory); ``train=recipe, train_options=Model`` adds
     the recipe ``codi2 train --preset NAME`` runs."""
+
+
+@hookspec
+def codi2_register_modalities(register: RegisterCallback) -> None:
+    """Register modalities: ``register(name, load=lambda options: ModalitySpec)`` (see
+    :class:`codi2.core.modality.ModalitySpec`); the built-in image/audio/video/text too."""
