@@ -3,7 +3,8 @@
 ::
 
     name ──► resolve_model ──► ModelSource ──► config read once ──► components loaded once
-         ──► CoDi2Model(config, encoders, llm, decoders) ──► trained weights restored
+         ──► CoDi2Model(config, encoders, llm, decoders, registry.modalities())
+         ──► trained weights restored
 
 :func:`assemble` is the one function that puts a model together; :func:`codi2.load` (the Python
 API, the CLI, the server) and the trainer call it. The core takes components and never sees
