@@ -209,7 +209,8 @@ def test_encoder_reads_and_encodes_the_new_modalities(modalities, tmp_path):
 def test_a_model_reads_depth_thermal_and_imu(tmp_path):
     """A CoDi-2 model whose imagebind encoder serves the three: trains on them, answers about
     them, and saves and reloads with their marker rows."""
-    from codi2.core.model import CoDi2Model
+    import codi2
+    from codi2.assembly import assemble
 
     registry = Registry.create(entry_points=False)
     served = ["image", *NEW]
@@ -219,7 +220,7 @@ def test_a_model_reads_depth_thermal_and_imu(tmp_path):
         "llm": {"plugin": "tiny-llm", "options": {}},
     }  # fmt: skip
     torch.manual_seed(0)
-    model = CoDi2Model.from_config(config, registry)
+    model = assemble(config, registry=registry)
     assert model.markers.modalities == ("image", "audio", "video", "text", *NEW)
     rng = np.random.default_rng(1)
     np.save(tmp_path / "scan.npy", rng.uniform(0.5, 4, (48, 64)).astype(np.float32))
@@ -238,6 +239,6 @@ def test_a_model_reads_depth_thermal_and_imu(tmp_path):
     answer = model.generate("What do {d} and {w} show?", media=media, max_new_tokens=3, seed=0)
     assert isinstance(answer.text, str)
     model.save_pretrained(tmp_path / "saved")
-    again = CoDi2Model.from_pretrained(tmp_path / "saved", registry=registry)
+    again = codi2.load(tmp_path / "saved", registry=registry)
     assert again.markers.modalities == model.markers.modalities
     assert again.generate("What do {d} and {w} show?", media=media, max_new_tokens=3, seed=0).text == answer.text
