@@ -5,6 +5,7 @@ Imports torch: the registration modules import it only inside ``load``.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,14 @@ import torch
 from torch import nn
 
 from codi2.core.types import Media
-from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError
+from codi2.errors import (
+    CheckpointError,
+    ComponentLoadError,
+    ConfigError,
+    MediaError,
+    pickle_refused,
+    pickled_weights,
+)
 from codi2.plugins.decoders._pipeline_dir import check_pipeline_dir
 
 POLICIES = ("frozen", "adapters", "full")
@@ -28,6 +36,8 @@ def load_pipeline(pipeline_cls: Any, name: str, options: Any) -> Any:
         pipe = pipeline_cls.from_pretrained(
             options.model, dtype=getattr(torch, options.dtype), local_files_only=options.local_files_only
         )
+    except pickle.UnpicklingError:
+        raise ComponentLoadError(f"decoder {name!r}: {pickle_refused(pickled_weights(options.model))}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ComponentLoadError(
             f"decoder {name!r}: cannot load {pipeline_cls.__name__} from {options.model!r}: {exc}"
