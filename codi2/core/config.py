@@ -20,6 +20,22 @@ from codi2.core.types import MEDIA_MODALITIES, MODALITIES
 from codi2.errors import ConfigError
 
 
+#: generation seeds are 0..SEED_MAX everywhere (API, CLI, server): what torch's generators take,
+#: with room for the per-media seeds derived from it (seed + 1 + item index)
+SEED_MAX = 2**63 - 1
+
+
+def check_seed(seed: Any, where: str = "seed") -> int | None:
+    """``seed`` as an int in 0..SEED_MAX (``None`` passes), else a ConfigError."""
+    import numbers
+
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{where} must be an integer in 0..{SEED_MAX}, got {seed!r}")
+    return int(seed)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -93,6 +93,9 @@ class RequestGuard:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = GENERATION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] == "http" and _ambiguous_length(scope["headers"]):
+            return await error_response(400, "invalid_request", "a request may not carry both Content-Length "
+                                        "and Transfer-Encoding")(scope, receive, send)  # fmt: skip
         if kind is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -107,8 +110,11 @@ class RequestGuard:
         scope["codi2.admitted_at"] = time.monotonic()  # the request's deadline counts from here
         try:
             try:
-                # a client trickling its body must not hold a queue place for ever
-                body = await asyncio.wait_for(self._read_body(receive), self.engine.settings.request_timeout)
+                # a client trickling its body must not hold a queue place for long (its own limit,
+                # much shorter than the generation's)
+                body = await asyncio.wait_for(self._read_body(receive), self.engine.settings.body_timeout)
+                if kind == "json":
+                    _check_utf8(body)
             except asyncio.TimeoutError:
                 return await error_response(408, "request_timeout", "the request body took too long to arrive")(scope, receive, send)
             except ServerError as exc:
@@ -143,6 +149,20 @@ class RequestGuard:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _ambiguous_length(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Both Content-Length and Transfer-Encoding: the classic request-smuggling shape."""
+    names = {k.lower() for k, _ in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON bodies are UTF-8 (RFC 8259); say where one is not, as the documented invalid_json."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ServerError(400, "invalid_json", f"the body is not valid JSON: invalid UTF-8 at byte {e.start}") from None
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -276,6 +296,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and GENERATION_PATHS.get(request.url.path) == "json":
+            # FastAPI's answer when json.loads itself fails (nesting too deep for the parser)
+            return error_response(400, "invalid_json", "the body is not valid JSON (unparseable, or nested too deeply)")
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 
