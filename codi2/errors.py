@@ -51,6 +51,15 @@ class MediaLimitError(MediaError):
     """A media item is empty, too small, too large, too long or too short."""
 
 
+class MediaTimeoutError(MediaLimitError):
+    """Decoding a media item ran out of time (``max_decode_seconds``, or a caller's deadline
+    when ``external``) or was cancelled; its decoder process was stopped."""
+
+    def __init__(self, message: str, *, item: str | None = None, external: bool = False):
+        self.external = external
+        super().__init__(message, item=item)
+
+
 # --- configuration, registry, checkpoints -------------------------------------------------
 
 

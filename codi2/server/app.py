@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import threading
 import time
 from importlib import resources
 from typing import Any
@@ -30,12 +31,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from codi2 import __version__
+from codi2.core.media import decode_deadline
 from codi2.core.messages import MediaPart, Message, TextPart
 from codi2.errors import (
     Codi2Error,
     MediaDecodeError,
     MediaError,
     MediaLimitError,
+    MediaTimeoutError,
     MessageError,
     PlaceholderError,
     UnknownModalityError,
@@ -66,6 +69,8 @@ def error_response(status: int, type: str, message: str, headers: dict[str, str]
 
 def classify(exc: Codi2Error) -> tuple[int, str]:
     """HTTP status and error type of a codi2 error raised by a request's input."""
+    if isinstance(exc, MediaTimeoutError) and exc.external:  # decoding hit the request's deadline
+        return 504, "timeout"
     for cls, status, name in (
         (PathNotAllowedError, 400, "path_not_allowed"), (PlaceholderError, 400, "placeholder_mismatch"),
         (MessageError, 400, "invalid_request"), (UnknownModalityError, 400, "unknown_modality"),
@@ -107,7 +112,9 @@ class RequestGuard:
             self.engine.admit()
         except ServerError as exc:
             return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
-        scope["codi2.admitted_at"] = time.monotonic()  # the request's deadline counts from here
+        scope["codi2.admitted_at"] = admitted = time.monotonic()  # the request's deadline counts from here
+        cancelled = threading.Event()  # set when the client goes away: stops its media decoding
+        watcher: asyncio.Task | None = None
         try:
             try:
                 # a client trickling its body must not hold a queue place for long (its own limit,
@@ -119,8 +126,13 @@ class RequestGuard:
                 return await error_response(408, "request_timeout", "the request body took too long to arrive")(scope, receive, send)
             except ServerError as exc:
                 return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
-            await self.app(scope, _replay(body, receive), send)
+            messages: asyncio.Queue = asyncio.Queue()
+            watcher = asyncio.ensure_future(_watch_disconnect(receive, messages, cancelled))
+            with decode_deadline(admitted + self.engine.settings.request_timeout, cancelled):
+                await self.app(scope, _replay(body, messages.get), send)
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self.engine.release()
 
     def _too_large(self) -> ServerError:
@@ -163,6 +175,17 @@ def _check_utf8(body: bytes) -> None:
         body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ServerError(400, "invalid_json", f"the body is not valid JSON: invalid UTF-8 at byte {e.start}") from None
+
+
+async def _watch_disconnect(receive: Any, messages: asyncio.Queue, cancelled: threading.Event) -> None:
+    """Read the client's messages after the body (the app gets them from ``messages``) and
+    set ``cancelled`` when it disconnects, so decoding its media stops (ffmpeg is killed)."""
+    while True:
+        message = await receive()
+        await messages.put(message)
+        if message["type"] == "http.disconnect":
+            cancelled.set()
+            return
 
 
 def _replay(body: bytes, receive: Any) -> Any:

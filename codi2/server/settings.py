@@ -19,6 +19,10 @@ def _server_limits() -> MediaLimits:
         max_video_pixels=1280 * 720,
         max_video_seconds=120.0,
         max_video_frames=64,
+        # decoding work per upload: about 650 frames of 720p, 2,000 of 640x480, at most 30 s
+        max_video_decoded_pixels=600_000_000,
+        max_decode_seconds=30.0,
+        max_audio_samples=16_000_000,
     )
 
 

@@ -44,8 +44,8 @@ class MediaLimits:
     max_video_frames: int = 1024
     max_video_pixels: int = 1920 * 1088
     max_video_seconds: float = 600.0
-    max_video_decoded_pixels: int = 2_000_000_000
-    max_decode_seconds: float = 60.0
+    max_video_decoded_pixels: int = 4_000_000_000
+    max_decode_seconds: float = 120.0
 
 
 _DEFAULT_LIMITS = MediaLimits()
