@@ -282,6 +282,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-request limit, queueing included; past it: 504 (default 300)")  # fmt: skip
     limits.add_argument("--max-upload-mb", type=float, default=25.0, metavar="MB",
                         help="largest request body (default 25)")  # fmt: skip
+    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="time a request body may take to arrive; past it: 408 (default 30)")  # fmt: skip
+    limits.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM/Ctrl-C, time in-flight requests get to finish before they "
+                             "are answered 503 (default 30)")  # fmt: skip
     limits.add_argument("--max-sessions", type=int, default=256, metavar="N", help="conversations kept (default 256)")
     limits.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS",
                         help="idle conversations are forgotten after this (default 3600)")  # fmt: skip
@@ -294,7 +299,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         host=args.host, port=args.port, max_queue=args.max_queue, request_timeout=args.timeout,
         max_body_bytes=int(args.max_upload_mb * 2**20), max_sessions=args.max_sessions,
-        session_ttl=args.session_ttl,
+        session_ttl=args.session_ttl, body_timeout=args.body_timeout, shutdown_grace=args.shutdown_grace,
     )  # fmt: skip
     settings.validate()
     if not settings.is_loopback() and not args.quiet:

@@ -93,8 +93,9 @@ class RequestGuard:
     """ASGI middleware for the generation routes: 503/429 before reading the body, 415 for a
     wrong content type, 413 past ``max_body_bytes`` (read in chunks, never all at once)."""
 
-    def __init__(self, app: Any, engine: Engine):
+    def __init__(self, app: Any, engine: Engine, decoding: set | None = None):
         self.app, self.engine = app, engine
+        self.decoding = decoding if decoding is not None else set()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = GENERATION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -128,11 +129,13 @@ class RequestGuard:
                 return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
             messages: asyncio.Queue = asyncio.Queue()
             watcher = asyncio.ensure_future(_watch_disconnect(receive, messages, cancelled))
+            self.decoding.add(cancelled)
             with decode_deadline(admitted + self.engine.settings.request_timeout, cancelled):
                 await self.app(scope, _replay(body, messages.get), send)
         finally:
             if watcher is not None:
                 watcher.cancel()
+            self.decoding.discard(cancelled)
             self.engine.release()
 
     def _too_large(self) -> ServerError:
@@ -292,7 +295,8 @@ def create_app(
                     '{"error": {"type", "message"}}.',
     )  # fmt: skip
     app.state.engine = engine
-    app.add_middleware(RequestGuard, engine=engine)
+    app.state.decoding = set()  # cancel flags of requests decoding media (set on shutdown)
+    app.add_middleware(RequestGuard, engine=engine, decoding=app.state.decoding)
 
     # --- errors -------------------------------------------------------------------------
 
@@ -302,6 +306,8 @@ def create_app(
 
     @app.exception_handler(Codi2Error)
     async def _codi2_error(request: Request, exc: Codi2Error) -> JSONResponse:
+        if isinstance(exc, MediaTimeoutError) and engine.state == "closing":  # stopped by a shutdown
+            return error_response(503, "shutting_down", "the server is shutting down")
         status, kind = classify(exc)
         if status >= 500:
             log.error("model error on %s: %s", request.url.path, exc)
