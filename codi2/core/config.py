@@ -121,7 +121,10 @@ def read_config_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -130,6 +133,8 @@ def read_config_file(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+        raise ConfigError(f"{path}: invalid JSON: {str(exc).splitlines()[0] if str(exc) else 'nested too deeply'}") from None
     except Exception as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -177,15 +178,17 @@ def _decode_video(
     return np.stack(frames), rate, meta
 
 
-def _gif_frame_delays(data: bytes) -> list[int] | None:
-    """Each frame's delay (ms) read from a GIF's block structure without decoding any pixels
-    (Pillow learns them only by decoding every frame: 3,000 frames took 6.5 s); None if the
-    structure cannot be walked."""
+def _gif_frame_delays(data: bytes) -> tuple[list[int], int, int] | None:
+    """Each frame's delay (ms), and the width and height every frame fits in (a frame may
+    reach past the logical screen, and Pillow grows the canvas to it), read from a GIF's block
+    structure without decoding any pixels (Pillow learns them only by decoding every frame:
+    3,000 frames took 6.5 s); None if the structure cannot be walked."""
     if len(data) < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
         return None
     pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
     delays: list[int] = []
     delay = 0
+    width, height = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
 
     def skip_sub_blocks(pos: int) -> int:
         while pos < len(data) and data[pos]:
@@ -201,6 +204,8 @@ def _gif_frame_delays(data: bytes) -> list[int] | None:
                 delay = int.from_bytes(data[pos + 4 : pos + 6], "little") * 10
             pos = skip_sub_blocks(pos + 2)
         elif kind == 0x2C and pos + 10 <= len(data):  # image descriptor: one frame
+            left, top, w, h = struct.unpack("<4H", data[pos + 1 : pos + 9])
+            width, height = max(width, left + w), max(height, top + h)
             packed = data[pos + 9]
             pos += 10 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)
             pos = skip_sub_blocks(pos + 1)  # after the LZW minimum code size
@@ -208,7 +213,7 @@ def _gif_frame_delays(data: bytes) -> list[int] | None:
             delay = 0
         else:
             return None
-    return delays or None
+    return (delays, width, height) if delays else None
 
 
 def _decode_gif(
@@ -220,17 +225,18 @@ def _decode_gif(
     decoded pixels) are checked before any frame is decoded; the clock between frames."""
     import io
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    delays = _gif_frame_delays(data)
-    if delays is None:
+    scanned = _gif_frame_delays(data)
+    if scanned is None:
         raise MediaDecodeError("not a readable GIF (damaged block structure)", item=item)
+    delays, width, height = scanned
     try:
+        total = len(delays)
+        rate = 1000 * total / sum(delays) if all(delays) else DEFAULT_VIDEO_FPS
+        _check_video(total, width, height, total / rate, item, limits)
+        _check_decoded(total, width, height, item, limits)
         with Image.open(io.BytesIO(data)) as image:
-            total = len(delays)
-            rate = 1000 * total / sum(delays) if all(delays) else DEFAULT_VIDEO_FPS
-            _check_video(total, image.width, image.height, total / rate, item, limits)
-            _check_decoded(total, image.width, image.height, item, limits)
             if video_frames is None and total > limits.max_video_frames:
                 raise MediaLimitError(
                     f"{total} frames, over the {limits.max_video_frames}-frame limit "
@@ -249,8 +255,12 @@ def _decode_gif(
                 frames.append(np.asarray(image.convert("RGB")))
     except MediaLimitError:
         raise
-    except (OSError, ValueError, EOFError, UnidentifiedImageError) as exc:  # Pillow's ways to say "damaged"
+    except Image.DecompressionBombError as exc:
+        raise MediaLimitError(str(exc), item=item) from None
+    except Exception as exc:  # noqa: BLE001 — Pillow's ways to say "damaged" (OSError, SyntaxError, IndexError...)
         raise MediaDecodeError(f"not a readable GIF ({exc})", item=item) from None
+    if len({f.shape for f in frames}) > 1:  # a frame reaching past the screen grew the canvas
+        raise MediaDecodeError(f"GIF frames differ in size: {sorted({f.shape for f in frames})}", item=item)
     meta: dict[str, Any] = {"format": "gif", "source_fps": rate, "source_frames": total}
     if wanted is not None:
         rate *= len(wanted) / total
