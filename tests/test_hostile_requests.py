@@ -150,3 +150,44 @@ def test_ambiguous_lengths_and_trickled_bodies_are_refused(model):
     status, body = _call(app, [json_type], [b"{"] * 100, delay=0.1)
     assert status == 408 and body["error"]["type"] == "request_timeout"
     assert app.state.engine.admitted == 0  # its queue place is free again
+
+
+def test_a_client_that_goes_away_stops_its_video_decoding(model, tmp_path):
+    import base64
+    import subprocess
+    import time
+
+    import imageio_ffmpeg
+    from test_media_bounds import _ffmpeg_children
+
+    video = tmp_path / "noise.mp4"  # noise decodes slowly: 5 s of 640x360 at 30 fps
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "nullsrc=s=640x360:r=30:d=5,geq=random(1)*255:128:128", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-threads", "1", "-pix_fmt", "yuv420p", str(video)], check=True)  # fmt: skip
+    settings = ServerSettings()
+    app = create_app(model, settings=settings)
+    part = {"type": "video", "data": base64.b64encode(video.read_bytes()).decode()}
+    body = json.dumps({"messages": [{"role": "user", "content": [part, {"type": "text", "text": "hi"}]}]}).encode()
+    events: list[dict] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        if events:
+            return events.pop(0)
+        await asyncio.sleep(0.3)  # the client leaves while its video is being decoded
+        return {"type": "http.disconnect"}
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "server": ("t", 80), "client": ("c", 1)}  # fmt: skip
+    start = time.monotonic()
+    asyncio.run(app(scope, receive, send))
+    elapsed = time.monotonic() - start
+    error = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))["error"]
+    assert "cancelled (the client went away)" in error["message"], error
+    assert elapsed < 5 and not _ffmpeg_children()
+    assert app.state.engine.admitted == 0 and not app.state.decoding
