@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from codi2.core.types import MEDIA_MODALITIES, MODALITIES
 from codi2.errors import ConfigError
 
-
 #: generation seeds are 0..SEED_MAX everywhere (API, CLI, server): what torch's generators take,
 #: with room for the per-media seeds derived from it (seed + 1 + item index)
 SEED_MAX = 2**63 - 1
