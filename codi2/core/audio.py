@@ -28,7 +28,9 @@ __all__ = ["resample", "kaldi_fbank", "mel_banks", "feature_window"]
 _RESAMPLE_BLOCK = 1 << 20
 
 
-def _resample_starts(orig: int, new: int, phases: np.ndarray, half: float, width: int) -> np.ndarray:
+def _resample_starts(
+    orig: int, new: int, phases: np.ndarray, half: float, width: int
+) -> np.ndarray:
     """First padded-input index of each output phase's filter window."""
     centre = width + phases * orig / new  # where output phase i sits in the padded input
     return np.floor(centre - half).astype(np.int64)

@@ -98,7 +98,9 @@ def _check_rate(rate: Any, item: str, limits: MediaLimits) -> int:
     return rate
 
 
-def _check_audio_header(rate: int, channels: int, frames: int, item: str, limits: MediaLimits) -> None:
+def _check_audio_header(
+    rate: int, channels: int, frames: int, item: str, limits: MediaLimits
+) -> None:
     """Refuse what would be expensive to decode, from the header alone."""
     _check_rate(rate, item, limits)
     if not 1 <= channels <= limits.max_audio_channels:

@@ -23,11 +23,15 @@ class _Stop:
     cancelled: threading.Event | None
 
 
-_STOP: contextvars.ContextVar[_Stop | None] = contextvars.ContextVar("codi2_decode_stop", default=None)
+_STOP: contextvars.ContextVar[_Stop | None] = contextvars.ContextVar(
+    "codi2_decode_stop", default=None
+)
 
 
 @contextlib.contextmanager
-def decode_deadline(deadline: float | None = None, cancelled: threading.Event | None = None) -> Iterator[None]:
+def decode_deadline(
+    deadline: float | None = None, cancelled: threading.Event | None = None
+) -> Iterator[None]:
     """Media decoded inside this block (and in threads started with its context, as
     ``asyncio.to_thread`` does) stop with :class:`~codi2.errors.MediaTimeoutError` once
     ``time.monotonic()`` passes ``deadline`` or ``cancelled`` is set."""
@@ -64,7 +68,9 @@ class DecodeClock:
     def check(self) -> None:
         reason = self.expired()
         if reason:
-            raise MediaTimeoutError(f"decoding stopped: {reason}", item=self.item, external=self.external)
+            raise MediaTimeoutError(
+                f"decoding stopped: {reason}", item=self.item, external=self.external
+            )
 
     @contextlib.contextmanager
     def watch(self, proc: subprocess.Popen) -> Iterator[None]:
@@ -88,4 +94,6 @@ class DecodeClock:
             done.set()
             thread.join()
         if fired:
-            raise MediaTimeoutError(f"decoding stopped: {fired[0]}", item=self.item, external=self.external)
+            raise MediaTimeoutError(
+                f"decoding stopped: {fired[0]}", item=self.item, external=self.external
+            )

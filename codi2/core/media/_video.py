@@ -257,10 +257,12 @@ def _decode_gif(
         raise
     except Image.DecompressionBombError as exc:
         raise MediaLimitError(str(exc), item=item) from None
-    except Exception as exc:  # noqa: BLE001 — Pillow's ways to say "damaged" (OSError, SyntaxError, IndexError...)
+    except Exception as exc:  # noqa: BLE001 — Pillow says "damaged" many ways (SyntaxError...)
         raise MediaDecodeError(f"not a readable GIF ({exc})", item=item) from None
     if len({f.shape for f in frames}) > 1:  # a frame reaching past the screen grew the canvas
-        raise MediaDecodeError(f"GIF frames differ in size: {sorted({f.shape for f in frames})}", item=item)
+        raise MediaDecodeError(
+            f"GIF frames differ in size: {sorted({f.shape for f in frames})}", item=item
+        )
     meta: dict[str, Any] = {"format": "gif", "source_fps": rate, "source_frames": total}
     if wanted is not None:
         rate *= len(wanted) / total
@@ -338,7 +340,9 @@ def _read_frames(
                         break  # a partial last frame: ffmpeg's log says why
                     if wanted is None or decoded in wanted:
                         frame = np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
-                        frames += [frame] * (1 if wanted is None else int((wanted == decoded).sum()))
+                        frames += [frame] * (
+                            1 if wanted is None else int((wanted == decoded).sum())
+                        )
                     decoded += 1
                     if wanted is None and decoded > limits.max_video_frames:
                         raise MediaLimitError(
