@@ -158,7 +158,7 @@ def test_gif_limits_are_checked_from_its_blocks_before_decoding(monkeypatch):
     from codi2.core.media import _video
 
     data = _gif(300)
-    assert _video._gif_frame_delays(data) == [40] * 300
+    assert _video._gif_frame_delays(data) == ([40] * 300, 48, 32)  # delays, the size frames fit in
     decoded = []
     original = GifImagePlugin.GifImageFile.load
     monkeypatch.setattr(GifImagePlugin.GifImageFile, "load", lambda self: decoded.append(1) or original(self))
