@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 
 import pytest
 import torch
@@ -24,8 +25,13 @@ from codi2.server import ServerSettings, create_app
 
 
 @pytest.fixture(scope="module")
-def model():
-    return codi2.load(chat_model_dir())
+def model_dir():
+    return chat_model_dir()
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return codi2.load(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +158,33 @@ def test_ambiguous_lengths_and_trickled_bodies_are_refused(model):
     assert app.state.engine.admitted == 0  # its queue place is free again
 
 
+def _disconnecting_call(app, body: bytes, after: float) -> float:
+    """POST ``body`` to the app, the client going away ``after`` seconds later; the seconds the
+    app took to let go of the request."""
+    import time
+
+    events: list[dict] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        if events:
+            return events.pop(0)
+        await asyncio.sleep(after)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "server": ("t", 80), "client": ("c", 1)}  # fmt: skip
+    start = time.monotonic()
+    asyncio.run(app(scope, receive, send))
+    return time.monotonic() - start
+
+
 def test_a_client_that_goes_away_stops_its_video_decoding(model, tmp_path):
     import base64
     import subprocess
-    import time
 
     import imageio_ffmpeg
     from test_media_bounds import _ffmpeg_children
@@ -164,30 +193,34 @@ def test_a_client_that_goes_away_stops_its_video_decoding(model, tmp_path):
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
                     "nullsrc=s=640x360:r=30:d=5,geq=random(1)*255:128:128", "-c:v", "libx264", "-preset",
                     "ultrafast", "-threads", "1", "-pix_fmt", "yuv420p", str(video)], check=True)  # fmt: skip
-    settings = ServerSettings()
-    app = create_app(model, settings=settings)
+    app = create_app(model, settings=ServerSettings())
     part = {"type": "video", "data": base64.b64encode(video.read_bytes()).decode()}
     body = json.dumps({"messages": [{"role": "user", "content": [part, {"type": "text", "text": "hi"}]}]}).encode()
-    events: list[dict] = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict:
-        if events:
-            return events.pop(0)
-        await asyncio.sleep(0.3)  # the client leaves while its video is being decoded
-        return {"type": "http.disconnect"}
-
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
-             "server": ("t", 80), "client": ("c", 1)}  # fmt: skip
-    start = time.monotonic()
-    asyncio.run(app(scope, receive, send))
-    elapsed = time.monotonic() - start
-    error = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))["error"]
-    assert "cancelled (the client went away)" in error["message"], error
-    assert elapsed < 5 and not _ffmpeg_children()
+    assert _disconnecting_call(app, body, after=0.3) < 5
+    time.sleep(0.2)  # the decoding thread notices within one watchdog tick (50 ms)
+    assert not _ffmpeg_children(), "ffmpeg must not outlive the request"
     assert app.state.engine.admitted == 0 and not app.state.decoding
+
+
+def test_a_client_that_goes_away_stops_its_generation(model_dir):
+    slow = codi2.load(model_dir)
+    calls = {"n": 0}
+    forward = slow.llm.forward
+
+    def slow_forward(*args, **kwargs):
+        calls["n"] += 1
+        time.sleep(0.05)
+        return forward(*args, **kwargs)
+
+    slow.llm.forward = slow_forward
+    slow.llm.eos_token_ids = ()  # never done early: 200 tokens take 10 s unless stopped
+    app = create_app(slow, settings=ServerSettings())
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200,
+                       "temperature": 1.0, "seed": 1}).encode()  # fmt: skip
+    with torch_threads(1):
+        assert _disconnecting_call(app, body, after=0.3) < 3
+        time.sleep(0.3)
+        stopped_at = calls["n"]
+        time.sleep(0.3)
+    assert calls["n"] == stopped_at, "the generation must stop when its client is gone"
+    assert stopped_at < 40, "stopped at the disconnect, not at max_tokens"

@@ -128,10 +128,17 @@ class RequestGuard:
             except ServerError as exc:
                 return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
             messages: asyncio.Queue = asyncio.Queue()
-            watcher = asyncio.ensure_future(_watch_disconnect(receive, messages, cancelled))
             self.decoding.add(cancelled)
             with decode_deadline(admitted + self.engine.settings.request_timeout, cancelled):
-                await self.app(scope, _replay(body, messages.get), send)
+                # its own task, so that a client going away cancels it: a generation then stops
+                # at its next token and media decoding is cancelled (ffmpeg killed)
+                handler = asyncio.ensure_future(self.app(scope, _replay(body, messages.get), send))
+            watcher = asyncio.ensure_future(_watch_disconnect(receive, messages, cancelled, handler))
+            try:
+                await handler
+            except asyncio.CancelledError:
+                if not cancelled.is_set():
+                    raise  # the server cancelled this request, not the client
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -180,14 +187,19 @@ def _check_utf8(body: bytes) -> None:
         raise ServerError(400, "invalid_json", f"the body is not valid JSON: invalid UTF-8 at byte {e.start}") from None
 
 
-async def _watch_disconnect(receive: Any, messages: asyncio.Queue, cancelled: threading.Event) -> None:
-    """Read the client's messages after the body (the app gets them from ``messages``) and
-    set ``cancelled`` when it disconnects, so decoding its media stops (ffmpeg is killed)."""
+async def _watch_disconnect(
+    receive: Any, messages: asyncio.Queue, cancelled: threading.Event, handler: asyncio.Future
+) -> None:
+    """Read the client's messages after the body (the app gets them from ``messages``); when
+    it disconnects before its answer is complete, set ``cancelled`` (decoding stops) and
+    cancel the request's ``handler`` task (its generation stops)."""
     while True:
         message = await receive()
         await messages.put(message)
         if message["type"] == "http.disconnect":
-            cancelled.set()
+            if not handler.done():
+                cancelled.set()
+                handler.cancel()
             return
 
 
