@@ -10,10 +10,12 @@ from __future__ import annotations
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.encoders.imagebind",
     "codi2.plugins.encoders.openclip",
+    "codi2.plugins.encoders.hf_clip",
     "codi2.plugins.llms.hf_causal_lm",
     "codi2.plugins.decoders.sd_unclip",
     "codi2.plugins.decoders.audioldm2",
     "codi2.plugins.decoders.zeroscope",
+    "codi2.plugins.decoders.diffusers_pipeline",
     "codi2.plugins.tiny",
     "codi2.plugins.toy",
     "codi2.evaluation.plugin",
