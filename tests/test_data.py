@@ -140,3 +140,16 @@ def test_undecodable_lines_are_named_by_their_own_number_and_skippable(folder):
         ConversationDataset(data)
     dataset = ConversationDataset(data, on_error="skip")
     assert [s.line for s in dataset.samples] == [1, 2, 3, 4, 5, 7, 8] and dataset.skipped_lines() == 3
+
+
+def test_shard_records_that_break_the_json_parser_are_bad_samples():
+    from types import SimpleNamespace
+
+    from codi2.training.shards import BadSample, to_sample
+
+    shard = SimpleNamespace(name="shards/s.tar")
+    for raw, reason in ((b"[" * 100_000, "nested too deeply"), (b'{"id": ' + b"9" * 5000 + b"}", "Exceeds the limit"),
+                        (b'{"a": "caf\xe9"}', "can't decode byte 0xe9")):  # fmt: skip
+        bad = to_sample(shard, 0, "k", raw, {})
+        assert isinstance(bad, BadSample) and reason in str(bad), bad
+        assert str(bad).startswith("shards/s.tar: key 'k': invalid JSON")
