@@ -145,7 +145,8 @@ def _max_tokens(model: Any, options: dict[str, Any]) -> int:
 
 
 def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (options included)")
+    parser.add_argument("--options", action="store_true", help="list each component's options (name, type, default)")
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -161,7 +162,7 @@ def _run_plugins(args: argparse.Namespace) -> int:
     if args.json:
         components = {
             kind: {
-                spec.name: {"plugin": spec.plugin, "description": spec.description}
+                spec.name: {"plugin": spec.plugin, "description": spec.description, "options": spec.options_schema()}
                 for spec in registry.specs(kind)
             }
             for kind in KINDS
@@ -187,6 +188,12 @@ def _run_plugins(args: argparse.Namespace) -> int:
             print("    (no components)")
         for kind, names in info.components.items():
             print(f"    {kind}: {', '.join(names)}")
+            if args.options:
+                for name in names:
+                    rows = registry.get(kind, name).options_table()
+                    print(f"      {name}:" + ("" if rows else " (no options)"))
+                    for option, kind_, default, about in rows:
+                        print(f"        {option}: {kind_} = {default}" + (f"  {about}" if about else ""))
     failed = sum(1 for info in infos if info.error)
     count = sum(len(names) for info in infos for names in info.components.values())
     print(f"\n{len(infos)} plugin(s), {count} component(s), {failed} failed")
@@ -205,7 +212,8 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the prompt; {NAME} places the media attached as NAME ({{ and }} are literal braces); "
                              "'-' reads it from standard input")  # fmt: skip
     parser.add_argument("--media", action="append", default=[], metavar="NAME=PATH",
-                        help="attach an image, audio or video file as {NAME} (repeatable)")  # fmt: skip
+                        help="attach a media file (image, audio, video or a plugin's modality) as {NAME} "
+                             "(repeatable); NAME=MODALITY:PATH says which modality a shared suffix is")  # fmt: skip
     _model_argument(parser)
     parser.add_argument("--out", "-o", default="out", metavar="DIR",
                         help="where generated media go: DIR/output0.png, output1.wav, ... (default: out)")  # fmt: skip
@@ -222,10 +230,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     prompt = _stdin_text("the prompt on standard input").rstrip("\r\n") if args.prompt == "-" else args.prompt
     media: dict[str, Any] = {}
     for option in args.media:
-        name, path = parse_media_option(option)
+        name, path, modality = parse_media_option(option)
         if name in media:
             raise MessageError(f"--media {option!r}: the name {name!r} is attached twice")
-        media[name] = load_attachment(path, name=name)
+        media[name] = load_attachment(path, name=name, modality=modality)
     messages = normalize_messages(prompt, media)  # placeholder mistakes fail before the model loads
     model = _load_model(args)
     options = _generation_options(args)
@@ -234,7 +242,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         answer = model.generate(messages, progress=bar, **options)
     finally:
         bar.close()
-    result = answer_to_dict(answer, args.out)
+    result = answer_to_dict(answer, args.out, modalities=model.modalities)
     if args.json:
         print(json.dumps({"model": model.source_name, **result}))
         return 0

@@ -58,7 +58,6 @@ log = logging.getLogger("codi2.server")
 
 GENERATION_PATHS = {"/v1/chat/completions": "json", "/v1/chat/completions/multipart": "multipart"}
 STATIC_FILES = {"chat.js": "text/javascript", "chat.css": "text/css"}
-MEDIA_FORMATS = {"image": ("png", "image/png"), "audio": ("wav", "audio/wav"), "video": ("mp4", "video/mp4")}
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: data:; "
        "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'")  # fmt: skip
 
@@ -226,9 +225,6 @@ def _assistant_message(answer: Any) -> Message:
 
 def make_work(engine: Engine, messages: list[Message], params: GenerationParams) -> Any:
     """The job for the generation thread: history, generation, media encoding, saving."""
-    from codi2.answers import media_summary
-    from codi2.core.media import media_to_bytes
-
     options = params.generate_options(engine.settings)
 
     def work(check: Any) -> dict[str, Any]:
@@ -247,14 +243,16 @@ def make_work(engine: Engine, messages: list[Message], params: GenerationParams)
             if isinstance(part, str):
                 content.append({"type": "text", "text": part})
                 continue
-            fmt, mime = MEDIA_FORMATS[part.modality]
-            data = media_to_bytes(part, fmt)
-            entry = {k: v for k, v in media_summary(part).items() if v is not None}
-            entry["mime_type"] = mime
+            spec = model.modalities.get(part.modality)  # its file format, MIME type and summary
+            data = spec.encode(part)
+            entry = {k: v for k, v in spec.summary(part).items() if v is not None}
+            entry["display"] = spec.display
+            if spec.preview is not None:  # a picture of an item no page can show natively
+                entry["preview"] = "data:image/png;base64," + base64.b64encode(spec.preview(part)).decode("ascii")
             if params.media_format == "base64":
                 entry["data"] = base64.b64encode(data).decode("ascii")
             else:
-                entry["url"] = f"/v1/media/{engine.media.put(data, mime, f'{part.name or part.modality}.{fmt}')}"
+                entry["url"] = f"/v1/media/{engine.media.put(data, spec.mime_type, f'{part.name or part.modality}{spec.suffix}')}"
             content.append(entry)
         if params.store:
             sid = engine.sessions.save(sid, [*conversation, _assistant_message(answer)])
@@ -365,7 +363,7 @@ def create_app(
         """OpenAI-style chat. ``content`` parts may hold media as base64 (plain or a data URI);
         the answer's content holds text parts and media parts (``url`` or ``data``).
         ``session_id`` continues a conversation the server kept (send only the new turn)."""
-        messages = await asyncio.to_thread(parse_chat_messages, body, settings)
+        messages = await asyncio.to_thread(parse_chat_messages, body, settings, getattr(engine.model, "modalities", None))
         return await _answer(request, messages, body)
 
     @app.post(
@@ -402,7 +400,7 @@ def create_app(
                     files[key] = (await value.read(), value.content_type, value.filename)
         finally:
             await form.close()
-        messages, params = await asyncio.to_thread(parse_multipart, fields, files, settings)
+        messages, params = await asyncio.to_thread(parse_multipart, fields, files, settings, getattr(engine.model, "modalities", None))
         return await _answer(request, messages, params)
 
     # --- media and sessions -------------------------------------------------------------
@@ -422,7 +420,7 @@ def create_app(
         session = engine.sessions.get(session_id) if valid_id(session_id) else None
         if session is None:
             raise ServerError(404, "session_not_found", f"session {session_id!r} is unknown or expired")
-        return {"id": session.id, "created": int(session.created), "messages": describe_messages(session.messages)}
+        return {"id": session.id, "created": int(session.created), "messages": describe_messages(session.messages, getattr(engine.model, "modalities", None))}
 
     @app.delete("/v1/sessions/{session_id}", tags=["sessions"], summary="Forget a conversation")
     async def delete_session(session_id: str) -> dict[str, Any]:

@@ -30,7 +30,12 @@ DEMO_PLAN: tuple[tuple[str, bool | None], ...] = (
     ("image_exemplar", True),
     ("audio_exemplar", True),
 )
-_SUFFIX = {"image": ".png", "audio": ".wav", "video": ".gif", "text": ".txt"}
+
+
+def save_lossless(media: Any, stem: Path) -> Path:
+    """Write ``media`` as ``stem`` + its modality's suffix; the toy world's videos (tiny flat
+    clips) as GIF, which keeps them lossless."""
+    return media.save(stem.with_name(stem.name + ".gif") if media.modality == "video" else stem)
 
 
 @dataclass
@@ -108,7 +113,7 @@ def run_demo(
 def _run_entry(model: Any, sample: Sample, out: Path, stem: str, options: dict[str, Any], seed: int) -> DemoEntry:
     entry = DemoEntry(sample)
     for name, media in sample.media.items():
-        entry.files[name] = media.save(out / f"{stem}_{name}{_SUFFIX[media.modality]}").name
+        entry.files[name] = save_lossless(media, out / f"{stem}_{name}").name
     t0 = time.perf_counter()
     try:
         answers = []
@@ -130,7 +135,7 @@ def _run_entry(model: Any, sample: Sample, out: Path, stem: str, options: dict[s
         entry.checks += judge([next(expected) for _ in range(sample.rounds[r])], answer.media, answer.text)
         files = []
         for j, media in enumerate(answer.media):
-            path = media.save(out / f"{stem}_r{r}_out{j}{_SUFFIX.get(media.modality, '.bin')}")
+            path = save_lossless(media, out / f"{stem}_r{r}_out{j}")
             files.append((media.modality, path.name))
         entry.outputs.append(files)
     return entry

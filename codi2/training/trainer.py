@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from codi2.core.modality import resolve_modalities
 from codi2.core.model import CoDi2Model
 from codi2.errors import CheckpointError, ConfigError
 from codi2.training import checkpoint as ckpt
@@ -129,13 +130,15 @@ class _Run:
             )
 
         # the data first: a malformed file should fail before minutes of loading backbones
+        registry = prepare_registry(registry, config.plugins) if model is None else None
+        self.modalities = resolve_modalities(model.modalities if model is not None else registry.modalities())  # part types data may hold
         self.train_data = self._dataset(config.data.train)
         self.eval_data = self._dataset(config.data.eval) if config.data.eval else None
         self.skipped = [str(p) for d in (self.train_data, self.eval_data) for p in getattr(d, "skipped", [])]
 
         set_seed(config.seed)  # the same initial weights on every process
         if model is None:
-            model, continued = build_model(config, prepare_registry(registry, config.plugins))
+            model, continued = build_model(config, registry)
         else:
             continued = set()
         self.model = model
@@ -207,7 +210,7 @@ class _Run:
                               "(`codi2 data convert`) or use one kind per split")
         if kinds == {True}:
             return find_shards(paths)
-        return ConversationDataset(paths, on_error=self.config.data.on_error)
+        return ConversationDataset(paths, on_error=self.config.data.on_error, modalities=self.modalities)
 
     def _stream(self, shards: list, shuffle: bool) -> Any:
         from codi2.training.stream import ShardedLoader

@@ -1,9 +1,10 @@
 // The codi2 web chat: sends each turn to /v1/chat/completions/multipart (the typed text with
 // a {placeholder} per attached file), keeps the session id the server returns so follow-ups
-// continue the conversation, and shows generated images, audio and video inline.
+// continue the conversation, and shows each generated item the way its modality says
+// (`display`: image, audio or video inline; text; or a download link with a preview image).
 "use strict";
 
-const state = { sessionId: null, files: [], busy: false };
+const state = { sessionId: null, files: [], busy: false, modalities: {} };
 const $ = (id) => document.getElementById(id);
 
 function element(tag, props = {}, children = []) {
@@ -13,7 +14,7 @@ function element(tag, props = {}, children = []) {
   return node;
 }
 
-function mediaElement(kind, src, name) {
+function mediaElement(kind, src, name, preview) {
   if (kind === "image") {
     const link = element("a", { href: src, target: "_blank", rel: "noopener", title: "open full size" });
     link.append(element("img", { src, alt: name || "image" }));
@@ -21,7 +22,11 @@ function mediaElement(kind, src, name) {
   }
   if (kind === "audio") return element("audio", { src, controls: true });
   if (kind === "video") return element("video", { src, controls: true, loop: true, muted: true });
-  return element("span", { textContent: `[${kind}]` });
+  // any other modality: a download link, with the preview image its modality draws (if any)
+  const link = element("a", { href: src, download: name || "download", className: "download", title: `download ${name || ""}` });
+  if (preview) link.append(element("img", { src: preview, alt: name || "preview" }));
+  link.append(element("span", { textContent: `⤓ ${name || "file"}` }));
+  return link;
 }
 
 function addMessage(role, text, media = []) {
@@ -29,7 +34,7 @@ function addMessage(role, text, media = []) {
   if (text) box.append(element("div", { className: "text", textContent: text }));
   if (media.length) {
     const row = element("div", { className: "media" });
-    for (const m of media) row.append(mediaElement(m.kind, m.src, m.name));
+    for (const m of media) row.append(mediaElement(m.kind, m.src, m.name, m.preview));
     box.append(row);
   }
   $("log").append(box);
@@ -37,9 +42,13 @@ function addMessage(role, text, media = []) {
   return box;
 }
 
+// how an attached file is shown: by the display of the modality that takes its MIME type or suffix
 function kindOf(file) {
-  const major = (file.type || "").split("/")[0];
-  return ["image", "audio", "video"].includes(major) ? major : "file";
+  const suffix = (file.name.match(/\.[^.]+$/) || [""])[0].toLowerCase();
+  for (const spec of Object.values(state.modalities)) {
+    if (spec.mime_types.includes(file.type) || spec.suffixes.includes(suffix)) return spec.display;
+  }
+  return "download";
 }
 
 function renderAttachments() {
@@ -88,7 +97,8 @@ async function send(event) {
     const message = body.choices[0].message;
     const parts = message.content.filter((p) => p.type !== "text");
     const media = parts.map((p) => ({
-      kind: p.type, name: p.name, src: p.url || `data:${p.mime_type};base64,${p.data}`,
+      kind: p.display || p.type, name: p.name || p.type, preview: p.preview,
+      src: p.url || `data:${p.mime_type};base64,${p.data}`,
     }));
     const box = addMessage("assistant", message.text.trim(), media);
     box.dataset.session = state.sessionId || "";
@@ -113,6 +123,9 @@ async function showModel() {
     const body = await response.json();
     if (!response.ok) throw new Error(body.error.message);
     const m = body.data[0];
+    state.modalities = m.modalities || {};
+    const accepted = Object.values(state.modalities).flatMap((s) => [...s.mime_types, ...s.suffixes]);
+    if (accepted.length) $("files").accept = accepted.join(",");
     const reads = m.input_modalities.filter((x) => x !== "text");
     $("model").textContent = `${m.id} · reads text, ${reads.join(", ")} · writes text, ${m.output_modalities.join(", ") || "no media"}`;
   } catch (error) {

@@ -13,7 +13,9 @@ error from :mod:`codi2.errors` that names the item:
 - :class:`UnknownModalityError`: a modality other than image, audio, video, text.
 
 :func:`save_media` writes an item (the suffix picks the format), :func:`media_to_bytes` encodes
-one for a server, :func:`sniff_modality` guesses the modality of a file or byte string.
+one for a server, :func:`sniff_format` names a file's container format. These are the readers
+and writers of the built-in modalities; which modality a file is, its suffixes and MIME types
+are facts of the modality specs (:mod:`codi2.core.modality`, ``codi2/plugins/modalities``).
 
 Decoders: Pillow (images), soundfile (WAV/FLAC/OGG/MP3), the ffmpeg binary that
 imageio-ffmpeg ships (video). They import lazily; this module never imports torch.
@@ -28,25 +30,23 @@ from codi2.core.media._audio import load_audio
 from codi2.core.media._common import (
     _DEFAULT_LIMITS,
     DEFAULT_VIDEO_FPS,
-    MIME_TYPES,
     MediaLimits,
     _filename,
     _label,
+    _looks_like_text,
     _read_encoded,
     _unwrap,
     sniff_format,
-    sniff_modality,
 )
 from codi2.core.media._deadline import decode_deadline
 from codi2.core.media._image import load_image
 from codi2.core.media._video import load_video
 from codi2.core.media._write import media_to_bytes, save_media
-from codi2.core.types import MODALITIES, Media
+from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, UnknownModalityError
 
 __all__ = [
     "DEFAULT_VIDEO_FPS",
-    "MIME_TYPES",
     "MediaLimits",
     "decode_deadline",
     "load_audio",
@@ -54,10 +54,11 @@ __all__ = [
     "load_media",
     "load_text",
     "load_video",
+    "looks_like_text",
     "media_to_bytes",
+    "read_encoded",
     "save_media",
     "sniff_format",
-    "sniff_modality",
 ]
 
 
@@ -90,7 +91,21 @@ def load_media(
         return load_video(source, name=name, limits=limits, video_frames=video_frames, fps=fps)
     if modality == "text":
         return load_text(source, name=name, limits=limits)
-    raise UnknownModalityError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+    raise UnknownModalityError(
+        f"codi2.core.media reads image, audio, video and text, not {modality!r}; "
+        "other modalities are read by their spec (Modalities.load)"
+    )
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether a file's first bytes read as UTF-8 text without control characters."""
+    return _looks_like_text(head)
+
+
+def read_encoded(source: Any, *, item: str, limits: MediaLimits | None = None) -> bytes:
+    """The bytes of a path, bytes object or ``data:`` URI, with the existence, emptiness and
+    size checks every modality needs (for modality plugins that decode their own files)."""
+    return _read_encoded(source, item, limits or _DEFAULT_LIMITS)
 
 
 def load_text(source: Any, *, name: str | None = None, limits: MediaLimits | None = None) -> Media:
