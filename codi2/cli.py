@@ -29,6 +29,7 @@ from codi2 import __version__
 from codi2.api import DEFAULT_MODEL
 from codi2.errors import Codi2Error
 from codi2.evaluation import commands as evaluation_commands
+from codi2.progress import GenerationBar
 from codi2.toy import commands as toy_commands
 from codi2.training import commands as training_commands
 
@@ -59,7 +60,7 @@ class _Parser(argparse.ArgumentParser):
 def _model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", "-m", default=DEFAULT_MODEL, metavar="NAME_OR_DIR",
-        help=f"a saved model directory, packaged model or preset (default: {DEFAULT_MODEL})",
+        help=f"a saved model directory, packaged model, preset or hub id org/name (default: {DEFAULT_MODEL})",
     )  # fmt: skip
 
 
@@ -93,12 +94,12 @@ def _load_model(args: argparse.Namespace) -> Any:
     """Load ``--model`` with the global ``--device/--dtype/--threads`` and a progress bar."""
     import codi2
 
-    codi2.api.resolve_model(args.model)  # an unknown name fails before torch loads
+    source = codi2.api.resolve_model(args.model)  # resolved once; an unknown name fails before torch loads
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    return codi2.load(args.model, device=args.device, dtype=args.dtype, progress=_progress_on(args))
+    return codi2.load(source, device=args.device, dtype=args.dtype, progress=_progress_on(args))
 
 
 def _stdin_text(what: str) -> str:
@@ -114,27 +115,6 @@ def _stdin_text(what: str) -> str:
 
 def _progress_on(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
-
-
-class GenerationBar:
-    """A tqdm bar over generated tokens, naming the media item being rendered; pass the
-    instance as ``progress=`` to ``generate``/``ask``."""
-
-    def __init__(self, total: int, enabled: bool):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc="generating", unit="tok", file=sys.stderr, leave=False, disable=not enabled)
-
-    def __call__(self, event: str, answer: Any) -> None:
-        if event == "token":
-            self.bar.update(1)
-        elif event.startswith("render:"):
-            self.bar.set_postfix_str(f"rendering {event.split(':', 1)[1]}")
-        elif event == "media":
-            self.bar.set_postfix_str(f"{len(answer.media)} media")
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _max_tokens(model: Any, options: dict[str, Any]) -> int:
@@ -317,6 +297,24 @@ def _run_serve(args: argparse.Namespace) -> int:
     return run_server(model, settings, quiet=args.quiet)
 
 
+# --- codi2 push ------------------------------------------------------------------------------
+
+
+def _push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="DIR", help="a saved codi2 model directory")
+    parser.add_argument("repo_id", metavar="ORG/NAME", help="the hub repository (created if needed)")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--no-card", action="store_true", help="do not add a README.md model card")
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from codi2.hub import push_to_hub
+
+    url = push_to_hub(args.model_dir, args.repo_id, private=args.private or None, card=not args.no_card)
+    print(f"pushed {args.model_dir} to {args.repo_id}: {url}")
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("plugins", "list installed plugins, their components and load errors",
             _plugins_arguments, _run_plugins),
@@ -331,6 +329,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", training_commands.TRAIN_HELP, training_commands.train_arguments, training_commands.run_train),
     Command("data", training_commands.DATA_HELP, training_commands.data_arguments, training_commands.run_data),
     Command("eval", evaluation_commands.EVAL_HELP, evaluation_commands.eval_arguments, evaluation_commands.run_eval),
+    Command("push", "upload a saved model directory to the Hugging Face hub, with a model card",
+            _push_arguments, _run_push),
 )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 A checkpoint is a folder ``output_dir/checkpoints/step-000123/`` holding
 
 - ``config.json`` + ``model.safetensors``: the codi2 model directory (``save_pretrained``), so
-  ``CoDi2Model.from_pretrained(checkpoint)`` loads it directly;
+  ``codi2.load(checkpoint)`` loads it directly;
 - ``optimizer.safetensors`` + ``optimizer.json`` (``optimizer-rank{r}.*`` when the optimizer is
   sharded across processes), ``scheduler.json``, ``scaler.json`` (fp16 only);
 - ``rng-rank{r}.json`` (+ ``.safetensors``): every process's Python, NumPy and torch RNG states;

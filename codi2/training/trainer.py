@@ -4,7 +4,7 @@
 
     from codi2.training import train
     result = train("configs/train.yaml")            # or a TrainConfig / dict
-    model = CoDi2Model.from_pretrained(result.final_dir)
+    model = codi2.load(result.final_dir)
 
 One process runs on the CPU or one GPU; ``accelerate launch -m codi2 train --config ...`` runs
 the same code under DDP (or FSDP / DeepSpeed, as the accelerate config says). Accelerate does all

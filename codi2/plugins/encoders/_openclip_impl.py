@@ -18,7 +18,7 @@ import torch
 
 from codi2.core.types import Media
 from codi2.errors import ComponentLoadError, MediaError, pickle_refused
-from codi2.plugins.encoders._frozen import FrozenEncoder
+from codi2.plugins.base import FrozenEncoder
 from codi2.plugins.encoders.openclip import NAME, OpenCLIPOptions
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

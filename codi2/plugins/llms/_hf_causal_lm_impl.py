@@ -42,8 +42,9 @@ class HFCausalLM(nn.Module):
 
     name = NAME
 
-    def __init__(self, model: nn.Module, tokenizer: Any, options: HFCausalLMOptions):
+    def __init__(self, model: nn.Module, tokenizer: Any, options: HFCausalLMOptions | None = None):
         super().__init__()
+        options = options or HFCausalLMOptions()  # chat template, system prompt, LoRA settings
         self.model = model
         self.tokenizer = tokenizer
         self.options = options

@@ -20,7 +20,7 @@ import torch
 
 from codi2.core.types import Media
 from codi2.errors import ComponentLoadError, MediaError, MediaLimitError, pickle_refused
-from codi2.plugins.encoders._frozen import FrozenEncoder
+from codi2.plugins.base import FrozenEncoder
 from codi2.plugins.encoders.imagebind import CHECKPOINT_FILE, NAME, ImageBindOptions, ImageBindSize
 from codi2.plugins.encoders.imagebind import preprocess as pre
 from codi2.plugins.encoders.imagebind.model import TOWERS, ImageBindModel
