@@ -66,11 +66,21 @@ def _model_argument(parser: argparse.ArgumentParser) -> None:
 
 def _generation_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation")
-    group.add_argument("--seed", type=int, help="random seed (same seed, same answer)")
+    group.add_argument("--seed", type=_seed, help="random seed, 0 to 2**63-1 (same seed, same answer)")
     group.add_argument("--steps", type=int, help="diffusion steps per media item (default: the decoder's)")
     group.add_argument("--guidance", type=float, help="classifier-free guidance scale of the decoders")
     group.add_argument("--max-new-tokens", type=int, metavar="N", help="longest answer, in tokens")
     group.add_argument("--temperature", type=float, help="0 = greedy (the model's default)")
+
+
+def _seed(text: str) -> int:
+    """argparse type for --seed: the one range the API and the server take too."""
+    from codi2.core.config import check_seed
+
+    try:
+        return check_seed(int(text))  # type: ignore[return-value]
+    except (ValueError, Codi2Error) as exc:
+        raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, Codi2Error) else f"not an integer: {text!r}") from None
 
 
 def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -90,6 +100,17 @@ def _load_model(args: argparse.Namespace) -> Any:
 
         torch.set_num_threads(args.threads)
     return codi2.load(source, device=args.device, dtype=args.dtype, progress=_progress_on(args))
+
+
+def _stdin_text(what: str) -> str:
+    """Standard input as UTF-8 text; undecodable bytes are a one-line error, not a traceback."""
+    from codi2.errors import MessageError
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MessageError(f"{what} is not valid UTF-8 (byte {e.start + 1})") from None
 
 
 def _progress_on(args: argparse.Namespace) -> bool:
@@ -186,7 +207,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from codi2.core.messages import normalize_messages
     from codi2.errors import MessageError
 
-    prompt = sys.stdin.read().rstrip("\r\n") if args.prompt == "-" else args.prompt
+    prompt = _stdin_text("the prompt on standard input").rstrip("\r\n") if args.prompt == "-" else args.prompt
     media: dict[str, Any] = {}
     for option in args.media:
         name, path, modality = parse_media_option(option)
@@ -249,6 +270,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-request limit, queueing included; past it: 504 (default 300)")  # fmt: skip
     limits.add_argument("--max-upload-mb", type=float, default=25.0, metavar="MB",
                         help="largest request body (default 25)")  # fmt: skip
+    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="time a request body may take to arrive; past it: 408 (default 30)")  # fmt: skip
+    limits.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM/Ctrl-C, time in-flight requests get to finish before they "
+                             "are answered 503 (default 30)")  # fmt: skip
     limits.add_argument("--max-sessions", type=int, default=256, metavar="N", help="conversations kept (default 256)")
     limits.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS",
                         help="idle conversations are forgotten after this (default 3600)")  # fmt: skip
@@ -261,7 +287,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         host=args.host, port=args.port, max_queue=args.max_queue, request_timeout=args.timeout,
         max_body_bytes=int(args.max_upload_mb * 2**20), max_sessions=args.max_sessions,
-        session_ttl=args.session_ttl,
+        session_ttl=args.session_ttl, body_timeout=args.body_timeout, shutdown_grace=args.shutdown_grace,
     )  # fmt: skip
     settings.validate()
     if not settings.is_loopback() and not args.quiet:

@@ -3,6 +3,7 @@ SIGKILL safety, checkpoints and the feature cache."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -275,6 +276,26 @@ def test_resume_errors_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
         train(run_config(tmp_path, tmp_path / "train.jsonl"), make_registry(), resume=tmp_path / "empty")
+
+
+def test_malformed_resume_state_names_the_file_and_field(tmp_path, data):
+    first = train(run_config(tmp_path, data), make_registry(), stop_after=2)
+    ckpt_dir = first.last_checkpoint
+    state_file = ckpt_dir / "trainer_state.json"
+    good_state = json.loads(state_file.read_text())
+    for field, value, words in (("step", "2", "field 'step' must be a non-negative integer, got '2'"),
+                                ("world_size", 0, "field 'world_size' must be a positive integer"),
+                                ("trainable", None, "field 'trainable' must be a list of parameter names")):
+        state_file.write_text(json.dumps({**good_state, field: value}))
+        with pytest.raises(CheckpointError, match=re.escape(f"{state_file}: {words}")):
+            train(run_config(tmp_path, data), make_registry(), resume=ckpt_dir)
+    state_file.write_text(json.dumps(good_state))
+    rng_file = ckpt_dir / "rng-rank0.json"
+    rng = json.loads(rng_file.read_text())
+    rng["tree"]["python"] = "not a state"
+    rng_file.write_text(json.dumps(rng))
+    with pytest.raises(CheckpointError, match=re.escape(f"{rng_file}: field 'python' is malformed")):
+        train(run_config(tmp_path, data), make_registry(), resume=ckpt_dir)
 
 
 # --- state files and the feature cache ----------------------------------------------------------------------

@@ -451,12 +451,26 @@ class CoDi2Model(nn.Module):
         from safetensors.torch import load_file
 
         weights = Path(directory) / WEIGHTS_FILE
-        if weights.is_file():
+        if self.trained_state_dict():  # never run untrained by accident: the file must be there
+            _check_weights_file(weights)
             try:
                 state = load_file(str(weights))
             except (SafetensorError, OSError) as exc:
                 raise CheckpointError(f"{weights}: unreadable weights file: {exc}") from None
             self.load_trained_state_dict(state)
+
+
+def _check_weights_file(weights: Path) -> None:
+    """A missing, empty or non-file ``model.safetensors`` is an error, not random weights."""
+    if not weights.exists():
+        raise CheckpointError(
+            f"{weights}: missing; a saved codi2 model holds {CONFIG_FILE} and {WEIGHTS_FILE} "
+            "(its trained weights), and without them it would answer with random ones"
+        )
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: not a file (the trained weights must be a safetensors file)")
+    if weights.stat().st_size == 0:
+        raise CheckpointError(f"{weights}: empty (0 bytes); save the model again")
 
 
 def _atomic_write(path: Path, write: Any) -> None:

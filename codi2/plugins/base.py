@@ -20,6 +20,7 @@ from the module that registers your plugin (see docs/plugins.md).
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,15 @@ from torch import nn
 
 from codi2.core.interfaces import check_state_dict
 from codi2.core.types import Media
-from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError, UnknownModalityError
+from codi2.errors import (
+    CheckpointError,
+    ComponentLoadError,
+    ConfigError,
+    MediaError,
+    UnknownModalityError,
+    pickle_refused,
+    pickled_weights,
+)
 from codi2.plugins.llms._hf_causal_lm_impl import HFCausalLM
 
 DECODER_POLICIES = ("frozen", "adapters", "full")
@@ -250,6 +259,8 @@ class DiffusersDecoder(DecoderBase):
         check_pipeline_dir(name, options.model)
         try:
             pipe = pipeline_cls.from_pretrained(options.model, dtype=getattr(torch, options.dtype), local_files_only=options.local_files_only)
+        except pickle.UnpicklingError:
+            raise ComponentLoadError(f"decoder {name!r}: {pickle_refused(pickled_weights(options.model))}") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ComponentLoadError(f"decoder {name!r}: cannot load {pipeline_cls.__name__} from {options.model!r}: {exc}") from exc
         pipe.set_progress_bar_config(disable=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,7 +16,13 @@ import torch
 from torch import nn
 
 from codi2.core.interfaces import LLMOutput, check_state_dict
-from codi2.errors import ComponentLoadError, ConfigError, TemplateError
+from codi2.errors import (
+    ComponentLoadError,
+    ConfigError,
+    TemplateError,
+    pickle_refused,
+    pickled_weights,
+)
 from codi2.plugins.llms.hf_causal_lm import FALLBACK_CHAT_TEMPLATE, NAME, HFCausalLMOptions
 
 POLICIES = ("frozen", "lora", "full")
@@ -411,6 +418,8 @@ def _load_pretrained(options: HFCausalLMOptions, local_only: bool) -> nn.Module:
         return AutoModelForCausalLM.from_pretrained(
             options.model, revision=options.revision, local_files_only=local_only, **kwargs
         )
+    except pickle.UnpicklingError:
+        raise ComponentLoadError(f"llm {NAME!r}: {pickle_refused(pickled_weights(options.model))}") from None
     except _load_errors() as exc:
         raise _load_failure("", options.model, exc, local_only) from None
 
