@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codi2.errors import DatasetError, MediaError, MessageError
+from codi2.core.config import check_seed
+from codi2.errors import ConfigError, DatasetError, MediaError, MessageError
 
 MAX_PROMPT_FILE_BYTES = 64 * 1024 * 1024
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -69,9 +70,10 @@ def _item(record: Any, where: str, number: int, base: Path, load_media: Any) -> 
     prompt = record.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise DatasetError(f"{where}: prompt: expected a non-empty string")
-    seed = record.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise DatasetError(f"{where}: seed: expected an integer in [0, 2**63), got {seed!r}")
+    try:  # the one seed range of the API, CLI and server
+        seed = check_seed(record.get("seed"), "seed")
+    except ConfigError as exc:
+        raise DatasetError(f"{where}: {exc}") from None
     item_id = str(record.get("id", number))
     if not _SAFE_ID.fullmatch(item_id):
         raise DatasetError(f"{where}: id: {item_id!r} is not a safe folder name (letters, digits, . _ -)")

@@ -116,7 +116,7 @@ def test_generate_command_answers_a_prompt_file_in_batches(tmp_path, capsys):
 @pytest.mark.parametrize("line, message", [
     ('{"prompt": "What is in {b}?"}', "p.jsonl:1: prompt: placeholder {b} has no attachment"),
     ('{"prompt": "x", "media": {"a": "missing.png"}}', "p.jsonl:1: media.a: "),
-    ('{"prompt": "x", "seed": -1}', "p.jsonl:1: seed: expected an integer"),
+    ('{"prompt": "x", "seed": -1}', "p.jsonl:1: seed must be an integer in 0.."),
     ('{"prompt": "x", "id": "../up"}', "p.jsonl:1: id: '../up' is not a safe folder name"),
     ('{"prompt": "x", "colour": 1}', "p.jsonl:1: unknown field(s) 'colour'"),
     ('[1, 2]', "p.jsonl:1: expected a JSON object"),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from codi2.core.config import GenerationConfig, format_validation_error
+from codi2.core.config import GenerationConfig, check_seed, format_validation_error
 from codi2.core.messages import Message
 from codi2.errors import ConfigError
 
@@ -43,9 +43,12 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     if temperature == 0:
         return int(logits.argmax())
     probs = torch.softmax(logits.float() / temperature, -1)
+    if not torch.isfinite(probs).all():  # a temperature so small the logits overflow: greedy
+        return int(logits.argmax())
     if top_p < 1:
         sorted_probs, order = probs.sort(descending=True)
         keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        keep[0] = True  # a top_p below float32's resolution (1e-300 -> 0) keeps the likeliest token
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
@@ -67,6 +70,7 @@ def generate(
     Front ends draw progress bars with it; an exception it raises stops generation and
     propagates (a server uses this to enforce per-request deadlines).
     """
+    seed = check_seed(seed, "generate(): seed")
     relay = (lambda event, index, answer: progress(event, answer)) if progress is not None else None
     return generate_batch(model, [messages], seeds=[seed], progress=relay, defer_media=False, **options)[0]
 
@@ -96,6 +100,7 @@ def generate_batch(
     seeds = list(seeds) if seeds is not None else [None] * len(conversations)
     if len(seeds) != len(conversations):
         raise ConfigError(f"generate_batch(): {len(conversations)} conversations but {len(seeds)} seeds")
+    seeds = [check_seed(s, f"generate_batch(): seeds[{i}]") for i, s in enumerate(seeds)]
     cfg = _options(model, options)
     answers: list[Answer] = []
     for first in range(0, len(conversations), max_batch):
