@@ -443,7 +443,7 @@ class TinyDecoder(nn.Module):
         return nn.functional.mse_loss(self._predict(x_t, t, cond.to(x0.dtype), ref), x0)
 
     @torch.no_grad()
-    def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None):
+    def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None, on_step=None):
         steps = steps or 10
         n = int(np.prod(self.signal_shape))
         x = torch.randn(cond.shape[0], n, generator=generator).to(cond.device)
@@ -455,6 +455,8 @@ class TinyDecoder(nn.Module):
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
             a_next = self.alphas_cumprod[timesteps[i + 1]] if i + 1 < steps else torch.tensor(1.0)
             x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+            if on_step is not None:
+                on_step(i + 1, steps)
         return [self._to_media(row) for row in x]
 
     def set_trainable(self, policy: str) -> None:

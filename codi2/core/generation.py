@@ -42,6 +42,16 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
 
+def _takes_on_step(decoder: Any) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(decoder.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_step" in params
+
+
 @torch.no_grad()
 def generate(
     model: CoDi2Model,
@@ -54,8 +64,10 @@ def generate(
     """Generate the assistant's answer to ``messages``.
 
     ``progress(event, answer)``, if given, is called with the partial answer: ``"token"`` after
-    each sampled token, ``"render:<modality>"`` before a media item is decoded and ``"media"``
-    after it.
+    each sampled token (``answer.draft`` holds the text sampled since the last part),
+    ``"render:<modality>"`` before a media item is decoded, ``"step"`` after each of its
+    diffusion steps (``answer.render_steps`` is ``(done, total)``; only decoders whose
+    ``generate`` takes ``on_step`` report them) and ``"media"`` after it.
     Front ends draw progress bars with it; an exception it raises stops generation and
     propagates (a server uses this to enforce per-request deadlines).
     """
@@ -93,6 +105,11 @@ def generate(
         if pending:
             answer.parts.append(model.llm.detokenize(pending))
             pending.clear()
+            answer.draft = ""
+
+    def on_step(done: int, total: int) -> None:
+        answer.render_steps = (done, total)
+        notify("step")
 
     finish = "length"
     blocked = blocked.to(device)
@@ -103,13 +120,16 @@ def generate(
             blocked[[markers.open(m) for m in model.decoders]] = True
         token = _sample(logits.masked_fill(blocked, float("-inf")), cfg.temperature, cfg.top_p, sampler)
         answer.tokens += 1
+        marker = markers.modality_of(token)
+        if marker is None and token not in llm.eos_token_ids:
+            pending.append(token)
+            if progress is not None:  # streaming front ends show the text as it comes
+                answer.draft = model.llm.detokenize(pending)
         notify("token")
         if token in llm.eos_token_ids:
             finish = "stop"
             break
-        marker = markers.modality_of(token)
         if marker is None:
-            pending.append(token)
             if index + 1 < cfg.max_new_tokens:  # the last token's forward would never be read
                 out = step([token], past=out.past)
             continue
@@ -120,8 +140,12 @@ def generate(
         cond = model.output_conditions(out.hidden, modality, [(0, 1)])
         reference = [references.get(modality)] if model.config.fidelity and decoder.supports_reference else None
         render_gen = torch.Generator().manual_seed(seed + 1 + media_count) if seed is not None else None
+        answer.render_steps = None
         notify(f"render:{modality}")
-        item = decoder.generate(cond, reference, steps=cfg.steps, guidance=cfg.guidance, generator=render_gen)[0]
+        # decoders that report their diffusion steps take ``on_step`` (older ones need not)
+        steps_hook = {"on_step": on_step} if progress is not None and _takes_on_step(decoder) else {}
+        item = decoder.generate(cond, reference, steps=cfg.steps, guidance=cfg.guidance, generator=render_gen, **steps_hook)[0]
+        answer.render_steps = None
         item.name = item.name or f"output{media_count}"
         answer.parts.append(item)
         media_count += 1

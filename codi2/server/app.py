@@ -17,7 +17,6 @@ for a bug (logged with its traceback; the message does not leak internals).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from importlib import resources
@@ -30,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from codi2 import __version__
-from codi2.core.messages import MediaPart, Message, TextPart
+from codi2.core.messages import Message
 from codi2.errors import (
     Codi2Error,
     MediaDecodeError,
@@ -48,14 +47,15 @@ from codi2.server.inputs import (
     parse_chat_messages,
     parse_multipart,
 )
+from codi2.server.responses import check_output_modalities, public_base_url
 from codi2.server.settings import ServerSettings
 from codi2.server.stores import describe_messages, valid_id
+from codi2.server.streaming import make_work, stream_answer
 
 log = logging.getLogger("codi2.server")
 
 GENERATION_PATHS = {"/v1/chat/completions": "json", "/v1/chat/completions/multipart": "multipart"}
 STATIC_FILES = {"chat.js": "text/javascript", "chat.css": "text/css"}
-MEDIA_FORMATS = {"image": ("png", "image/png"), "audio": ("wav", "audio/wav"), "video": ("mp4", "video/mp4")}
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: data:; "
        "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'")  # fmt: skip
 
@@ -158,66 +158,6 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-# --- the answer -------------------------------------------------------------------------------
-
-
-def _assistant_message(answer: Any) -> Message:
-    parts = [TextPart(p) if isinstance(p, str) else MediaPart(p.modality, p, name=p.name, target=False) for p in answer.parts]
-    return Message("assistant", parts or [TextPart("")])
-
-
-def make_work(engine: Engine, messages: list[Message], params: GenerationParams) -> Any:
-    """The job for the generation thread: history, generation, media encoding, saving."""
-    from codi2.answers import media_summary
-    from codi2.core.media import media_to_bytes
-
-    options = params.generate_options(engine.settings)
-
-    def work(check: Any) -> dict[str, Any]:
-        model, sid = engine.model, params.session_id
-        history: list[Message] = []
-        if sid is not None:
-            session = engine.sessions.get(sid)
-            if session is None:
-                raise ServerError(404, "session_not_found", f"session {sid!r} is unknown or expired; start a new one")
-            history = session.messages
-        conversation = [*history, *messages]
-        prompt_tokens = len(model.sequence(conversation, training=False, add_generation_prompt=True))
-        answer = model.generate(conversation, progress=check, **options)
-        content: list[dict[str, Any]] = []
-        for part in answer.parts:
-            if isinstance(part, str):
-                content.append({"type": "text", "text": part})
-                continue
-            fmt, mime = MEDIA_FORMATS[part.modality]
-            data = media_to_bytes(part, fmt)
-            entry = {k: v for k, v in media_summary(part).items() if v is not None}
-            entry["mime_type"] = mime
-            if params.media_format == "base64":
-                entry["data"] = base64.b64encode(data).decode("ascii")
-            else:
-                entry["url"] = f"/v1/media/{engine.media.put(data, mime, f'{part.name or part.modality}.{fmt}')}"
-            content.append(entry)
-        if params.store:
-            sid = engine.sessions.save(sid, [*conversation, _assistant_message(answer)])
-        return {
-            "id": f"chatcmpl-{int(time.time() * 1000):x}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": getattr(model, "source_name", "codi2"),
-            "session_id": sid,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "text": answer.text},
-                "finish_reason": answer.finish_reason,
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.tokens,
-                      "total_tokens": prompt_tokens + answer.tokens},
-        }  # fmt: skip
-
-    return work
-
-
 # --- the application ----------------------------------------------------------------------------
 
 
@@ -291,15 +231,20 @@ def create_app(
             raise ServerError(400, "invalid_request", "session_id is malformed")
         if params.session_id is not None and engine.sessions.get(params.session_id) is None:
             raise ServerError(404, "session_not_found", f"session {params.session_id!r} is unknown or expired; start a new one")
+        check_output_modalities(engine.model, params.modalities)
         started = request.scope.get("codi2.admitted_at", time.monotonic())
-        result = await engine.run(make_work(engine, messages, params), started)
+        base_url = public_base_url(request, settings.public_url)
+        if params.stream:
+            return await stream_answer(engine, messages, params, base_url=base_url, started=started)
+        result = await engine.run(make_work(engine, messages, params, base_url=base_url), started)
         engine.served += 1
         return JSONResponse(result)
 
     @app.post("/v1/chat/completions", tags=["chat"], summary="Chat (JSON, media inline as base64)")
     async def chat_completions(request: Request, body: ChatRequest) -> JSONResponse:
         """OpenAI-style chat. ``content`` parts may hold media as base64 (plain or a data URI);
-        the answer's content holds text parts and media parts (``url`` or ``data``).
+        the answer's ``content`` is Markdown text linking each generated item, ``media`` lists
+        them (``url`` or ``data``); ``stream: true`` sends ``chat.completion.chunk`` events.
         ``session_id`` continues a conversation the server kept (send only the new turn)."""
         messages = await asyncio.to_thread(parse_chat_messages, body, settings)
         return await _answer(request, messages, body)
@@ -314,6 +259,7 @@ def create_app(
                            "steps": {"type": "integer"}, "guidance": {"type": "number"},
                            "temperature": {"type": "number"}, "top_p": {"type": "number"},
                            "media_format": {"type": "string", "enum": ["url", "base64"]},
+                           "stream": {"type": "boolean"},
                            "store": {"type": "boolean"}},
             "additionalProperties": {"type": "string", "format": "binary",
                                      "description": "one file per placeholder, the field named after it"},

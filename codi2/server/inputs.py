@@ -33,6 +33,19 @@ from codi2.server.settings import ServerSettings
 # --- the JSON request -----------------------------------------------------------------------
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class AudioOutput(BaseModel):
+    """OpenAI's ``audio`` request field; codi2 models have no voices, so ``voice`` is accepted and ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str = "wav"
+    voice: str | dict[str, Any] | None = None
+
+
 class GenerationParams(BaseModel):
     """Sampling and rendering options (all optional; the model's defaults otherwise)."""
 
@@ -47,6 +60,12 @@ class GenerationParams(BaseModel):
     )
     session_id: str | None = Field(None, description="continue this conversation (from an earlier response)")
     store: bool = Field(True, description="keep the conversation on the server for follow-ups")
+    stream: bool = Field(False, description="send the answer as Server-Sent Events (chat.completion.chunk) as it is made")
+    stream_options: StreamOptions | None = Field(None, description='{"include_usage": true}: a last chunk with usage')
+    modalities: list[str] | None = Field(
+        None, description='OpenAI\'s output modalities; with "audio", generated audio also comes as message.audio'
+    )
+    audio: AudioOutput | None = Field(None, description="OpenAI's audio output options (format; the voice is ignored)")
 
     def generate_options(self, settings: ServerSettings) -> dict[str, Any]:
         if self.max_tokens is not None and self.max_tokens > settings.max_new_tokens:
@@ -83,7 +102,6 @@ class ChatRequest(GenerationParams):
     )  # fmt: skip
     model: str | None = Field(None, description="informational; the server serves one model")
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = Field(False, description="must be false: answers are returned whole")
     n: int = Field(1, ge=1, le=1, description="must be 1")
 
 
@@ -179,8 +197,6 @@ def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings) -
 
 def parse_chat_messages(request: ChatRequest, settings: ServerSettings) -> list[Message]:
     """The request's messages with every media item decoded and checked (runs off the loop)."""
-    if request.stream:
-        raise MessageError("stream=true is not supported: answers are returned whole")
     if len(request.messages) > settings.max_messages:
         raise MessageError(f"{len(request.messages)} messages, over this server's limit of {settings.max_messages}")
     out = []
@@ -208,7 +224,7 @@ def parse_chat_messages(request: ChatRequest, settings: ServerSettings) -> list[
 
 # --- the multipart request ------------------------------------------------------------------
 
-MULTIPART_FIELDS = {"prompt", "system", *GenerationParams.model_fields}
+MULTIPART_FIELDS = {"prompt", "system", *GenerationParams.model_fields} - {"stream_options", "modalities", "audio"}
 
 
 def parse_multipart(
