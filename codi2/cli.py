@@ -124,7 +124,8 @@ def _max_tokens(model: Any, options: dict[str, Any]) -> int:
 
 
 def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (options included)")
+    parser.add_argument("--options", action="store_true", help="list each component's options (name, type, default)")
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -140,7 +141,7 @@ def _run_plugins(args: argparse.Namespace) -> int:
     if args.json:
         components = {
             kind: {
-                spec.name: {"plugin": spec.plugin, "description": spec.description}
+                spec.name: {"plugin": spec.plugin, "description": spec.description, "options": spec.options_schema()}
                 for spec in registry.specs(kind)
             }
             for kind in KINDS
@@ -166,6 +167,12 @@ def _run_plugins(args: argparse.Namespace) -> int:
             print("    (no components)")
         for kind, names in info.components.items():
             print(f"    {kind}: {', '.join(names)}")
+            if args.options:
+                for name in names:
+                    rows = registry.get(kind, name).options_table()
+                    print(f"      {name}:" + ("" if rows else " (no options)"))
+                    for option, kind_, default, about in rows:
+                        print(f"        {option}: {kind_} = {default}" + (f"  {about}" if about else ""))
     failed = sum(1 for info in infos if info.error)
     count = sum(len(names) for info in infos for names in info.components.values())
     print(f"\n{len(infos)} plugin(s), {count} component(s), {failed} failed")

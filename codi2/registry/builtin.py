@@ -8,6 +8,10 @@ light at import (no torch, transformers or diffusers at module level).
 from __future__ import annotations
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "codi2.plugins.modalities.image",
+    "codi2.plugins.modalities.audio",
+    "codi2.plugins.modalities.video",
+    "codi2.plugins.modalities.text",
     "codi2.plugins.encoders.imagebind",
     "codi2.plugins.encoders.openclip",
     "codi2.plugins.llms.hf_causal_lm",

@@ -8,7 +8,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-KINDS = ("encoder", "llm", "decoder", "metric", "dataset", "preset")
+KINDS = ("encoder", "llm", "decoder", "metric", "dataset", "preset", "modality")
+#: the hook each kind registers through (``codi2_register_<kind>s`` unless listed)
+HOOK_NAMES = {kind: f"codi2_register_{kind}s" for kind in KINDS} | {"modality": "codi2_register_modalities"}
 
 
 class NoOptions(BaseModel):
@@ -50,6 +52,19 @@ class ComponentSpec:
     def load(self, options: dict[str, Any] | BaseModel | None = None) -> Any:
         """Validate ``options`` and build the component."""
         return self.load_fn(self.validate_options(options))
+
+    def options_schema(self) -> dict[str, Any]:
+        """The JSON schema of the options model (what ``codi2 plugins --options`` shows)."""
+        return self.options.model_json_schema()
+
+    def options_table(self) -> list[tuple[str, str, str, str]]:
+        """``(name, type, default, description)`` for each option, for people."""
+        rows = []
+        for name, info in self.options.model_fields.items():
+            annotation = info.annotation.__name__ if isinstance(info.annotation, type) else str(info.annotation).replace("typing.", "")
+            default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+            rows.append((name, annotation, default, info.description or ""))
+        return rows
 
 
 class RegisterCallback(Protocol):

@@ -55,3 +55,9 @@ def codi2_register_datasets(register: RegisterCallback) -> None:
 @hookspec
 def codi2_register_presets(register: RegisterCallback) -> None:
     """Register model presets: ``register(name, load=lambda options: ModelConfig | dir)``."""
+
+
+@hookspec
+def codi2_register_modalities(register: RegisterCallback) -> None:
+    """Register modalities: ``register(name, load=lambda options: ModalitySpec)`` (see
+    :class:`codi2.core.modality.ModalitySpec`); the built-in image/audio/video/text too."""

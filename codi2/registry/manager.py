@@ -43,12 +43,14 @@ from codi2.errors import (
 )
 from codi2.registry import hookspecs
 from codi2.registry.builtin import BUILTIN_PLUGINS
-from codi2.registry.components import KINDS, ComponentSpec, NoOptions
+from codi2.registry.components import HOOK_NAMES, KINDS, ComponentSpec, NoOptions
 
 if TYPE_CHECKING:
     from importlib.metadata import Distribution
 
     from codi2.core.config import ComponentConfig
+    from codi2.core.modality import Modalities
+    from codi2.core.modality import Modalities
 
 ENTRY_POINT_GROUP = "codi2"
 #: set to 1 to skip entry-point plugins (built-ins still load)
@@ -58,7 +60,7 @@ ENV_STRICT = "CODI2_STRICT_PLUGINS"
 
 
 def _hook_name(kind: str) -> str:
-    return f"codi2_register_{kind}s"
+    return HOOK_NAMES[kind]
 
 
 def _env_flag(name: str) -> bool:
@@ -146,6 +148,7 @@ class Registry:
         # filled by _collect(); None means "stale, collect on next lookup"
         self._components: dict[str, dict[str, ComponentSpec]] | None = None
         self._collect_errors: dict[str, tuple[str, BaseException]] = {}
+        self._modalities: Modalities | None = None
 
     # --- construction ---------------------------------------------------------------------
 
@@ -254,6 +257,7 @@ class Registry:
         record.obj = obj
         self._records.append(record)
         self._components = None  # a new plugin may add components
+        self._modalities = None
 
     def _fail(self, record: _Record, error: str, exc: BaseException | None = None) -> None:
         """Record (or, when strict, raise) a plugin that failed before it could register."""
@@ -295,6 +299,7 @@ class Registry:
                 table[spec.kind][spec.name] = spec
         self._collect_errors = errors
         self._components = table
+        self._modalities = None
         return table
 
     def _collect_plugin(self, record: _Record, impls: Mapping[str, Any]) -> list[ComponentSpec]:
@@ -420,11 +425,41 @@ class Registry:
                 f"{kind} {name!r} (plugin {spec.plugin!r}) failed to load: {_describe(exc)}"
             ) from exc
 
+    def modalities(self) -> Modalities:
+        """Every registered modality as a :class:`~codi2.core.modality.Modalities` collection,
+        in registration order (built-ins first). Cheap: specs import no torch. A modality whose
+        ``load`` fails or returns something else is left out and reported like a broken plugin
+        (raised when strict)."""
+        from codi2.core.modality import Modalities, ModalitySpec
+
+        table = self._collect()
+        if self._modalities is not None:
+            return self._modalities
+        specs = []
+        for spec in table["modality"].values():
+            try:
+                value = spec.load()
+                if not isinstance(value, ModalitySpec):
+                    raise PluginError(f"load returned {type(value).__name__}, not a codi2.core.modality.ModalitySpec")
+                if value.name != spec.name:
+                    raise PluginError(f"registered as {spec.name!r} but its spec is named {value.name!r}")
+            except Exception as exc:
+                record = next(r for r in self._records if r.name == spec.plugin)
+                error = PluginError(f"{record.where}: modality {spec.name!r}: {_describe(exc)}")
+                if self.strict:
+                    raise error from exc
+                self._collect_errors[record.name] = (str(error), exc)
+                continue
+            specs.append(value)
+        self._modalities = Modalities(specs)
+        return self._modalities
+
     # --- introspection --------------------------------------------------------------------
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin seen, in load order, with its components or its error."""
         table = self._collect()
+        self.modalities()  # a modality whose spec fails to load is reported like a broken plugin
         infos = []
         for record in self._records:
             error, exc = record.error, record.exception

@@ -30,6 +30,7 @@ from codi2.core.media._common import (
     MediaLimits,
     _filename,
     _label,
+    _looks_like_text as looks_like_text,
     _read_encoded,
     _unwrap,
     sniff_format,
@@ -50,6 +51,8 @@ __all__ = [
     "load_media",
     "load_text",
     "load_video",
+    "looks_like_text",
+    "read_encoded",
     "media_to_bytes",
     "save_media",
     "sniff_format",
@@ -87,6 +90,12 @@ def load_media(
     if modality == "text":
         return load_text(source, name=name, limits=limits)
     raise UnknownModalityError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+
+
+def read_encoded(source: Any, *, item: str, limits: MediaLimits | None = None) -> bytes:
+    """The bytes of a path, bytes object or ``data:`` URI, with the existence, emptiness and
+    size checks every modality needs (for modality plugins that decode their own files)."""
+    return _read_encoded(source, item, limits or _DEFAULT_LIMITS)
 
 
 def load_text(source: Any, *, name: str | None = None, limits: MediaLimits | None = None) -> Media:

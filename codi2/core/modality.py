@@ -1,0 +1,278 @@
+"""Modalities as values: what one modality knows (:class:`ModalitySpec`) and the set a model
+works with (:class:`Modalities`).
+
+Everything specific to one modality lives in its spec: reading and validating an item,
+writing it (suffix, MIME type), recognising a file (suffixes, magic bytes), describing it in
+JSON and how a page shows it. The rest of codi2 asks the collection and never names a
+modality. Specs are registered by plugins (``codi2_register_modalities``; the built-in image,
+audio, video and text ones too, in ``codi2/plugins/modalities/``); the core receives the
+collection the way it receives components and never imports the registry.
+
+No torch at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codi2.core.types import Media
+from codi2.errors import MediaDecodeError, MediaNotFoundError, UnknownModalityError
+
+#: how a page may show an item: natively, or as a download link (with an optional preview)
+DISPLAYS = ("image", "audio", "video", "text", "download")
+#: bytes of a file's head handed to ``sniff``
+SNIFF_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """Everything codi2 needs to know about one modality.
+
+    ``load(source, *, name=None, limits=None, **options) -> Media`` reads and validates one
+    item from whatever a caller holds (path, bytes, ``data:`` URI, array, tensor, Media, ...)
+    and raises :mod:`codi2.errors` media errors naming the item. ``encode(media) -> bytes`` is
+    the file content of ``suffixes[0]`` / ``mime_type``. ``sniff(head) -> bool`` tells the
+    modality's files by their first bytes; ``claims(obj) -> bool`` its in-memory objects (an
+    array of a telling shape, a PIL image). ``describe(media) -> dict`` is a JSON-able summary
+    (shape, duration, ...). ``display`` is how a page shows it (:data:`DISPLAYS`);
+    ``preview(media) -> PNG bytes`` goes with ``display="download"``. ``save(media, path)``
+    writes a file when the modality writes several formats (default: ``encode`` to
+    ``suffixes[0]``). ``rate_attr`` names the Media field a ``(data, rate)`` pair fills.
+    """
+
+    name: str
+    load: Callable[..., Media]
+    encode: Callable[[Media], bytes]
+    suffixes: tuple[str, ...]
+    mime_type: str
+    description: str = ""
+    mime_types: tuple[str, ...] = ()
+    sniff: Callable[[bytes], bool] | None = None
+    claims: Callable[[Any], bool] | None = None
+    describe: Callable[[Media], dict[str, Any]] | None = None
+    display: str = "download"
+    preview: Callable[[Media], bytes] | None = None
+    save: Callable[[Media, Path], Path] | None = None
+    is_text: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "_").isidentifier():
+            raise ValueError(f"modality name must be a word like 'depth', got {self.name!r}")
+        if not self.suffixes or any(not s.startswith(".") or s != s.lower() for s in self.suffixes):
+            raise ValueError(f"modality {self.name!r}: suffixes must be lower-case and start with '.', got {self.suffixes!r}")
+        if self.display not in DISPLAYS:
+            raise ValueError(f"modality {self.name!r}: display must be one of {', '.join(DISPLAYS)}, got {self.display!r}")
+        if "/" not in self.mime_type:
+            raise ValueError(f"modality {self.name!r}: mime_type must look like 'type/subtype', got {self.mime_type!r}")
+        mimes = (self.mime_type, *(m for m in self.mime_types if m != self.mime_type))
+        object.__setattr__(self, "mime_types", mimes)
+
+    def __repr__(self) -> str:
+        return f"ModalitySpec({self.name!r}, suffixes={self.suffixes}, display={self.display!r})"
+
+    @property
+    def suffix(self) -> str:
+        """The suffix written files get."""
+        return self.suffixes[0]
+
+    def summary(self, media: Media) -> dict[str, Any]:
+        """``describe(media)`` plus the facts every item has (no data)."""
+        info: dict[str, Any] = {"type": self.name, "name": media.name, "mime_type": self.mime_type}
+        shape = getattr(media.data, "shape", None)
+        if shape is not None:
+            info["shape"] = list(shape)
+        if self.describe is not None:
+            info.update(self.describe(media))
+        return info
+
+    def write(self, media: Media, path: str | Path) -> Path:
+        """Write ``media`` to ``path`` (``suffixes[0]`` appended unless the suffix is one of ours)."""
+        path = Path(path)
+        if self.save is not None:
+            return self.save(media, path)
+        if path.suffix.lower() not in self.suffixes:
+            path = path.with_name(path.name + self.suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.encode(media))
+        return path
+
+
+class Modalities(Mapping[str, ModalitySpec]):
+    """The modalities a process (or a model) knows, by name, in registration order.
+
+    Lookups fail with typed errors that name the registered modalities; nothing returns
+    ``None`` for "don't know".
+    """
+
+    def __init__(self, specs: Iterable[ModalitySpec] = ()):
+        self._specs: dict[str, ModalitySpec] = {}
+        for spec in specs:
+            if spec.name in self._specs:
+                raise ValueError(f"modality {spec.name!r} given twice")
+            self._specs[spec.name] = spec
+
+    # --- mapping ---------------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> ModalitySpec:
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __repr__(self) -> str:
+        return f"Modalities({', '.join(self._specs)})"
+
+    def known(self) -> str:
+        return ", ".join(self._specs) or "(none registered)"
+
+    def get(self, name: Any, default: Any = None, *, where: str = "") -> ModalitySpec:  # type: ignore[override]
+        """The spec of ``name``; :class:`UnknownModalityError` names the registered ones."""
+        if isinstance(name, str) and name in self._specs:
+            return self._specs[name]
+        if default is not None:
+            return default
+        prefix = f"{where}: " if where else ""
+        raise UnknownModalityError(f"{prefix}unknown modality {name!r}; registered: {self.known()}")
+
+    def check(self, names: Iterable[str], *, where: str = "") -> None:
+        """Raise UnknownModalityError for the first of ``names`` that is not registered."""
+        for name in names:
+            self.get(name, where=where)
+
+    @property
+    def media(self) -> tuple[str, ...]:
+        """Names of the modalities that are files (every one but text)."""
+        return tuple(n for n, s in self._specs.items() if not s.is_text)
+
+    def subset(self, names: Iterable[str]) -> Modalities:
+        return Modalities(self.get(n) for n in names)
+
+    def union(self, other: Iterable[ModalitySpec] | Modalities) -> Modalities:
+        specs = other.values() if isinstance(other, Modalities) else other
+        return Modalities([*self._specs.values(), *(s for s in specs if s.name not in self._specs)])
+
+    # --- recognising ------------------------------------------------------------------------
+
+    def by_suffix(self, suffix: str, *, item: str = "file") -> ModalitySpec | None:
+        """The one modality claiming ``suffix`` (``.npy``); None when none does; an
+        UnknownModalityError when several do (say which: ``MODALITY:PATH``)."""
+        found = self._by_suffix(suffix)
+        if len(found) > 1:
+            raise UnknownModalityError(
+                f"{item}: suffix {suffix} is used by several modalities ({', '.join(s.name for s in found)}); "
+                "say which, e.g. --media name=MODALITY:PATH or {'type': MODALITY, 'path': ...}"
+            )
+        return found[0] if found else None
+
+    def _by_suffix(self, suffix: str) -> list[ModalitySpec]:
+        suffix = suffix.lower()
+        return [s for s in self._specs.values() if suffix in s.suffixes]
+
+    def by_mime(self, mime: str) -> ModalitySpec | None:
+        """The modality accepting MIME type ``mime`` (parameters ignored), else None."""
+        mime = mime.split(";")[0].strip().lower()
+        for spec in self._specs.values():
+            if mime in spec.mime_types:
+                return spec
+        major = mime.split("/")[0]
+        return self._specs.get(major) if major in self._specs and not self._specs[major].is_text else None
+
+    def sniff(self, source: bytes | bytearray | memoryview | str | Path, *, item: str | None = None) -> ModalitySpec:
+        """The modality of a file or byte string: magic bytes first, the suffix breaks ties
+        and speaks for files no magic test knows; text last. Never None: an unrecognised
+        file is a :class:`MediaDecodeError`, an ambiguous one an UnknownModalityError."""
+        suffix_specs: list[ModalitySpec] = []
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            head = bytes(source[:SNIFF_BYTES])
+            item = item or "<bytes>"
+        else:
+            path = Path(source)
+            item = item or repr(path.name or str(path))
+            suffix_specs = self._by_suffix(path.suffix) if path.suffix else []
+            try:
+                is_file = path.is_file()
+            except (OSError, ValueError):
+                is_file = False
+            if not is_file:
+                if len(suffix_specs) == 1:
+                    return suffix_specs[0]
+                if suffix_specs:
+                    self.by_suffix(path.suffix, item=item)  # raises the ambiguity error
+                raise MediaNotFoundError(f"no such file: {path}", item=item)
+            with path.open("rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+        magic = [s for s in self._specs.values() if s.sniff and not s.is_text and _safe(s.sniff, head)]
+        both = [s for s in magic if s in suffix_specs]
+        for candidates in (both, magic, suffix_specs):
+            if len(candidates) == 1:
+                return candidates[0]
+            if len(candidates) > 1:
+                raise UnknownModalityError(
+                    f"{item}: could be {' or '.join(s.name for s in candidates)}; say which, e.g. "
+                    "--media name=MODALITY:PATH or {'type': MODALITY, 'path': ...}"
+                )
+        for spec in self._specs.values():
+            if spec.is_text and spec.sniff and _safe(spec.sniff, head):
+                return spec
+        what = "empty" if not head else "not a file of any registered modality"
+        raise MediaDecodeError(f"{what} ({self.known()}); name the modality if it is one", item=item)
+
+    def infer(self, source: Any, *, item: str = "attachment") -> ModalitySpec:
+        """The modality of anything a caller may attach: a Media, a ``{"type": ...}`` dict, a
+        path, bytes, a ``data:`` URI or an in-memory object a spec ``claims``."""
+        if isinstance(source, Media):
+            return self.get(source.modality, where=item)
+        if isinstance(source, Mapping) and "type" in source:
+            return self.get(source["type"], where=item)
+        if isinstance(source, str) and source.startswith("data:"):
+            mime = source[5:].split(",")[0].split(";")[0]
+            spec = self.by_mime(mime) if mime else None
+            if spec is None:
+                raise UnknownModalityError(f"{item}: no registered modality takes MIME type {mime or '(none)'!r}; registered: {self.known()}")
+            return spec
+        if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
+            return self.sniff(source, item=item)
+        for spec in self._specs.values():
+            if spec.claims is not None and _safe(spec.claims, source):
+                return spec
+        raise UnknownModalityError(
+            f"{item}: cannot tell the modality of a {type(source).__name__}; give it as "
+            f"{{'type': MODALITY, 'data': ...}} (registered: {self.known()})"
+        )
+
+    # --- reading and writing ------------------------------------------------------------------
+
+    def load(self, source: Any, modality: str | None = None, *, name: str | None = None, limits: Any = None, **options: Any) -> Media:
+        """Read and validate one item (its modality inferred when not given)."""
+        spec = self.get(modality) if modality else self.infer(source, item=repr(name) if name else "attachment")
+        kwargs = {"name": name, **options}
+        if limits is not None:
+            kwargs["limits"] = limits
+        return spec.load(source, **kwargs)
+
+    def save(self, media: Media, path: str | Path) -> Path:
+        return self.get(media.modality, where=media.label).write(media, path)
+
+    def encode(self, media: Media) -> bytes:
+        return self.get(media.modality, where=media.label).encode(media)
+
+    def summary(self, media: Media) -> dict[str, Any]:
+        return self.get(media.modality, where=media.label).summary(media)
+
+
+def _safe(test: Callable[[Any], bool], value: Any) -> bool:
+    """A recognition test that raises counts as "no" (one plugin's bug must not hide others)."""
+    try:
+        return bool(test(value))
+    except Exception:
+        return False
+
+
+__all__ = ["DISPLAYS", "Modalities", "ModalitySpec"]

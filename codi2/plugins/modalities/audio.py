@@ -1,0 +1,68 @@
+"""The audio modality: mono float32 in [-1, 1] at a sample rate; WAV, FLAC, OGG, MP3, M4A files."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from codi2.core.modality import ModalitySpec
+from codi2.registry import hookimpl
+
+FORMATS = ("wav", "flac", "ogg", "mp3", "m4a")
+
+
+def _load(source: Any, *, name: str | None = None, limits: Any = None, sample_rate: int | None = 16000, **_: Any) -> Any:
+    from codi2.core.media import load_audio
+
+    return load_audio(source, name=name, sample_rate=sample_rate, limits=limits)
+
+
+def _encode(media: Any) -> bytes:
+    from codi2.core.media import media_to_bytes
+
+    return media_to_bytes(media, "wav")
+
+
+def _sniff(head: bytes) -> bool:
+    from codi2.core.media import sniff_format
+
+    return sniff_format(head) in FORMATS
+
+
+def _claims(obj: Any) -> bool:
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], numbers.Integral):
+        return True  # (samples, sample_rate)
+    shape = getattr(obj, "shape", None)
+    return shape is not None and (len(shape) == 1 or (len(shape) == 2 and min(shape) <= 2))
+
+
+def _save(media: Any, path: Any) -> Any:
+    from codi2.core.media import save_media
+
+    return save_media(media, path)
+
+
+def _describe(media: Any) -> dict[str, Any]:
+    return {"sample_rate": media.sample_rate, "duration": media.duration}
+
+
+def spec() -> ModalitySpec:
+    return ModalitySpec(
+        name="audio",
+        description="mono audio (float32 in [-1, 1] at a sample rate); WAV, FLAC, OGG, MP3, M4A",
+        load=_load,
+        encode=_encode,
+        suffixes=(".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aiff", ".aif"),
+        mime_type="audio/wav",
+        mime_types=("audio/x-wav", "audio/wave", "audio/flac", "audio/ogg", "audio/mpeg", "audio/mp4"),
+        sniff=_sniff,
+        claims=_claims,
+        describe=_describe,
+        display="audio",
+        save=_save,
+    )
+
+
+@hookimpl
+def codi2_register_modalities(register: Any) -> None:
+    register("audio", load=lambda options: spec(), description="mono audio: WAV, FLAC, OGG, MP3, M4A")

@@ -1,0 +1,63 @@
+"""The image modality: RGB uint8 ``[H, W, 3]``; PNG, JPEG, GIF, BMP, WebP, TIFF files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codi2.core.modality import ModalitySpec
+from codi2.registry import hookimpl
+
+FORMATS = ("png", "jpeg", "gif", "bmp", "webp", "tiff")
+
+
+def _load(source: Any, *, name: str | None = None, limits: Any = None, **_: Any) -> Any:
+    from codi2.core.media import load_image
+
+    return load_image(source, name=name, limits=limits)
+
+
+def _encode(media: Any) -> bytes:
+    from codi2.core.media import media_to_bytes
+
+    return media_to_bytes(media, "png")
+
+
+def _sniff(head: bytes) -> bool:
+    from codi2.core.media import sniff_format
+
+    return sniff_format(head) in FORMATS
+
+
+def _claims(obj: Any) -> bool:
+    if type(obj).__module__.startswith("PIL"):
+        return True
+    shape = getattr(obj, "shape", None)
+    return shape is not None and (len(shape) == 3 or (len(shape) == 2 and min(shape) > 2))
+
+
+def _save(media: Any, path: Any) -> Any:
+    from codi2.core.media import save_media
+
+    return save_media(media, path)
+
+
+def spec() -> ModalitySpec:
+    return ModalitySpec(
+        name="image",
+        description="RGB images (uint8 [H, W, 3]); PNG, JPEG, GIF, BMP, WebP, TIFF",
+        load=_load,
+        encode=_encode,
+        suffixes=(".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"),
+        mime_type="image/png",
+        mime_types=("image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff"),
+        sniff=_sniff,
+        claims=_claims,
+        describe=lambda m: {"width": int(m.data.shape[1]), "height": int(m.data.shape[0])},
+        display="image",
+        save=_save,
+    )
+
+
+@hookimpl
+def codi2_register_modalities(register: Any) -> None:
+    register("image", load=lambda options: spec(), description="RGB images: PNG, JPEG, GIF, BMP, WebP, TIFF")

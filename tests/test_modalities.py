@@ -1,0 +1,152 @@
+"""Modalities as registered components: the hook, the Modalities collection, `codi2 plugins`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codi2.core.modality import Modalities, ModalitySpec
+from codi2.core.types import Media
+from codi2.errors import MediaDecodeError, MediaNotFoundError, PluginError, UnknownModalityError
+from codi2.registry import Registry, hookimpl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _npy_spec(name: str, description: str = "") -> ModalitySpec:
+    def load(source, *, name=None, limits=None, **_):
+        return Media(name_, np.load(source, allow_pickle=False), name=name)
+
+    name_ = name
+    return ModalitySpec(
+        name=name, description=description, load=load, encode=lambda m: m.data.tobytes(),
+        suffixes=(".npy",), mime_type="application/x-npy", sniff=lambda head: head.startswith(b"\x93NUMPY"),
+    )  # fmt: skip
+
+
+class NpyPlugin:
+    def __init__(self, *names: str):
+        self.names = names
+
+    @hookimpl
+    def codi2_register_modalities(self, register):
+        for name in self.names:
+            register(name, load=lambda options, n=name: _npy_spec(n), description=f"{name} arrays")
+
+
+@pytest.fixture(scope="module")
+def builtin() -> Modalities:
+    return Registry.create(entry_points=False).modalities()
+
+
+def test_builtin_modalities_come_through_the_hook(builtin):
+    registry = Registry.create(entry_points=False)
+    assert list(builtin) == ["image", "audio", "video", "text"]
+    assert builtin.media == ("image", "audio", "video")
+    owners = {p.name: p.components.get("modality") for p in registry.plugins() if "modality" in p.components}
+    assert owners == {f"codi2.plugins.modalities.{m}": [m] for m in builtin}
+    assert builtin["image"].display == "image" and builtin["text"].is_text
+    assert builtin["audio"].mime_type == "audio/wav" and builtin["video"].suffix == ".mp4"
+
+
+def test_a_plugin_adds_a_modality():
+    registry = Registry.create(entry_points=False)
+    registry.register_plugin(NpyPlugin("depth"), name="depth-plugin")
+    modalities = registry.modalities()
+    assert list(modalities)[-1] == "depth" and modalities.get("depth").mime_type == "application/x-npy"
+    assert {p.name: p.components for p in registry.plugins()}["depth-plugin"] == {"modality": ["depth"]}
+
+
+def test_broken_and_clashing_modalities_are_reported_not_fatal():
+    class Broken:
+        @hookimpl
+        def codi2_register_modalities(self, register):
+            register("bad", load=lambda options: "not a spec")
+
+    registry = Registry.create(entry_points=False)
+    registry.register_plugin(Broken(), name="broken")
+    registry.register_plugin(NpyPlugin("image"), name="clash")
+    assert list(registry.modalities()) == ["image", "audio", "video", "text"]
+    errors = {p.name: p.error for p in registry.plugins() if p.error}
+    assert "not a codi2.core.modality.ModalitySpec" in errors["broken"]
+    assert "modality 'image' is registered by both" in errors["clash"]
+    strict = Registry(strict=True)
+    strict.register_plugin(Broken(), name="broken")
+    with pytest.raises(PluginError, match="plugin 'broken': modality 'bad'"):
+        strict.modalities()
+
+
+def test_spec_checks_its_fields():
+    with pytest.raises(ValueError, match="suffixes"):
+        ModalitySpec(name="x", load=print, encode=bytes, suffixes=("npy",), mime_type="a/b")
+    with pytest.raises(ValueError, match="display"):
+        ModalitySpec(name="x", load=print, encode=bytes, suffixes=(".x",), mime_type="a/b", display="hologram")
+
+
+def test_unknown_modality_names_the_registered_ones(builtin):
+    with pytest.raises(UnknownModalityError, match=r"part 3: unknown modality 'depth'; registered: image, audio, video, text"):
+        builtin.get("depth", where="part 3")
+
+
+def test_sniffing_never_returns_none(tmp_path, builtin):
+    junk = tmp_path / "scan.npy"
+    np.save(junk, np.zeros(3))
+    with pytest.raises(MediaDecodeError, match=r"'scan.npy'.*not a file of any registered modality \(image, audio, video, text\)"):
+        builtin.sniff(junk)
+    with pytest.raises(MediaDecodeError, match="empty"):
+        builtin.sniff(b"")
+    with pytest.raises(MediaNotFoundError, match="no such file"):
+        builtin.sniff(tmp_path / "missing.npy")
+    assert builtin.sniff(tmp_path / "missing.flac").name == "audio"  # the suffix speaks when no file
+    assert builtin.sniff(b"plain words").name == "text"
+    with_npy = builtin.union([_npy_spec("depth")])
+    assert with_npy.sniff(junk).name == "depth" and with_npy.sniff(junk.read_bytes()).name == "depth"
+
+
+def test_ambiguous_suffix_and_magic_ask_which(tmp_path, builtin):
+    both = builtin.union([_npy_spec("depth"), _npy_spec("thermal")])
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(UnknownModalityError, match="could be depth or thermal; say which.*MODALITY:PATH"):
+        both.sniff(path)
+    with pytest.raises(UnknownModalityError, match=r"suffix \.npy is used by several modalities \(depth, thermal\)"):
+        both.by_suffix(".npy")
+    assert both.load(path, "thermal").modality == "thermal"
+
+
+def test_infer_and_load_in_memory_items(builtin):
+    assert builtin.infer(np.zeros((4, 5, 3), np.uint8)).name == "image"
+    assert builtin.infer((np.zeros(800, np.float32), 16000)).name == "audio"
+    assert builtin.infer(np.zeros((2, 4, 4, 3), np.uint8)).name == "video"
+    assert builtin.infer("data:audio/wav;base64,AAAA").name == "audio"
+    with pytest.raises(UnknownModalityError, match="cannot tell the modality of a dict"):
+        builtin.infer({"x": 1})
+    item = builtin.load(np.zeros((4, 5, 3), np.uint8), name="a")
+    assert item.modality == "image" and builtin.summary(item)["width"] == 5
+
+
+def test_save_writes_the_modalitys_suffix(tmp_path, builtin):
+    image = Media("image", np.zeros((4, 4, 3), np.uint8))
+    assert builtin.save(image, tmp_path / "out").name == "out.png"
+    depth = builtin.union([_npy_spec("depth")])
+    assert depth.save(Media("depth", np.zeros(2)), tmp_path / "d").name == "d.npy"
+    with pytest.raises(UnknownModalityError, match="unknown modality 'depth'"):
+        builtin.save(Media("depth", np.zeros(2)), tmp_path / "d")
+
+
+def test_cli_plugins_lists_modalities_and_options():
+    env = {"PYTHONPATH": str(REPO), "CODI2_NO_PLUGINS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "codi2", "plugins", "--json"], capture_output=True, text=True, env=env, check=True)
+    data = json.loads(out.stdout)
+    assert set(data["components"]["modality"]) >= {"image", "audio", "video", "text"}
+    owner = next(p for p in data["plugins"] if p["name"] == "codi2.plugins.modalities.audio")
+    assert owner["components"] == {"modality": ["audio"]}
+    options = data["components"]["encoder"]["imagebind"]["options"]
+    assert options["properties"]["video_frames"]["default"] == 2
+    table = subprocess.run([sys.executable, "-m", "codi2", "plugins", "--options"], capture_output=True, text=True, env=env, check=True)
+    assert "    modality: image\n" in table.stdout and "        video_frames: int = 2" in table.stdout
