@@ -224,6 +224,7 @@ def load(
     model.eval()
     # how front ends name the model (/v1/models, --json): a directory by its folder name
     model.source_name = source.path.resolve().name if source.kind == "directory" else source.name
+    model.source_path = source.path  # its folder (None for a preset): front ends read examples.json there
     return model
 
 

@@ -6,7 +6,7 @@ Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 - ``POST /v1/chat/completions/multipart``  the same with uploaded files and a placeholder prompt
 - ``GET  /v1/media/{id}``                  generated media (PNG, WAV, MP4)
 - ``GET/DELETE /v1/sessions/{id}``         a kept conversation (text and media descriptions)
-- ``GET  /v1/models``, ``GET /v1/plugins``, ``GET /health``
+- ``GET  /v1/models``, ``GET /v1/plugins``, ``GET /v1/examples``, ``GET /health``
 - ``GET  /``                               the web chat page
 
 Every error is ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for the client's
@@ -175,6 +175,7 @@ def create_app(
 
     settings = (settings or ServerSettings()).validate()
     engine = Engine(settings, model=model, loader=loader)
+    engine.modalities = _modalities(registry)  # how answers write and show each modality
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -336,6 +337,13 @@ def create_app(
         info = model_info(engine.model)
         return {"object": "list", "data": [{"object": "model", "owned_by": "codi2", **info}]}
 
+    @app.get("/v1/examples", tags=["about"], summary="Example prompts (with sample media) for the served model")
+    async def examples() -> dict[str, Any]:
+        engine.check_ready()
+        from codi2.server.examples import load_examples
+
+        return {"examples": await asyncio.to_thread(load_examples, engine.model, engine.modalities)}
+
     @app.get("/v1/plugins", tags=["about"], summary="Installed plugins and their components")
     async def plugins() -> dict[str, Any]:
         from codi2.registry import default_registry
@@ -358,6 +366,12 @@ def create_app(
         return Response(_web_file(name), media_type=STATIC_FILES[name], headers=page_headers)
 
     return app
+
+
+def _modalities(registry: Any) -> Any:
+    from codi2.registry import default_registry
+
+    return (registry or default_registry()).modalities()
 
 
 def _web_file(name: str) -> str:

@@ -8,8 +8,8 @@ URL) or, with ``media_format: "base64"``, a ``data:`` URI. The same items come s
 when the request asks for audio output (``modalities: ["text", "audio"]`` / ``audio: {...}``),
 the first generated audio item also comes in OpenAI's ``message.audio`` shape.
 
-What a modality is written as (suffix, MIME type) and how a page shows it come from
-:func:`media_format`, the one place the server asks about a modality.
+What a modality is written as (suffix, MIME type, bytes), its size facts and how a page shows
+it come from its registered spec (:class:`codi2.core.modality.ModalitySpec`).
 """
 
 from __future__ import annotations
@@ -38,21 +38,9 @@ class MediaFormat:
     display: str  # "image" | "audio" | "video" | "text" | "download"
 
 
-def media_format(modality: str) -> MediaFormat:
-    """The written suffix, MIME type and display of ``modality``."""
-    # TODO(modality-core): ask the modality registry (spec.suffixes[0], spec.mime_type, spec.display)
-    from codi2.answers import MIME_TYPES, SUFFIXES
-
-    display = modality if modality in ("image", "audio", "video", "text") else "download"
-    return MediaFormat(SUFFIXES.get(modality, ".bin"), MIME_TYPES.get(modality, "application/octet-stream"), display)
-
-
-def encode_media(item: Media) -> tuple[bytes, MediaFormat]:
-    """The item's file bytes in its modality's written format."""
-    from codi2.core.media import media_to_bytes
-
-    fmt = media_format(item.modality)
-    return media_to_bytes(item, fmt.suffix.lstrip(".")), fmt
+def media_format(spec: Any) -> MediaFormat:
+    """The written suffix, MIME type and display of a modality (its registered spec)."""
+    return MediaFormat(spec.suffix, spec.mime_type, spec.display)
 
 
 def file_name(item: Media, fmt: MediaFormat) -> str:
@@ -104,7 +92,8 @@ class MessageBuilder:
     ``base_url`` is what absolute URLs start with.
     """
 
-    def __init__(self, *, base_url: str, inline: bool, store: Any, audio: AudioRequest | None, ttl: float):
+    def __init__(self, *, modalities: Any, base_url: str, inline: bool, store: Any, audio: AudioRequest | None, ttl: float):
+        self.modalities = modalities
         self.base_url, self.inline, self.store, self.audio, self.ttl = base_url.rstrip("/"), inline, store, audio, ttl
         self.content = ""  # the Markdown string so far
         self.media: list[dict[str, Any]] = []
@@ -122,10 +111,9 @@ class MessageBuilder:
     def item(self, item: Media) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
         """Encode and store ``item``: (its Markdown reference as a content delta, its media
         entry, its ``message.audio`` object when this is the audio the request asked for)."""
-        from codi2.answers import media_summary
-
-        data, fmt = encode_media(item)
-        facts = {k: v for k, v in media_summary(item).items() if v is not None and k not in ("type", "name", "mime_type")}
+        spec = self.modalities.get(item.modality)
+        data, fmt = spec.encode(item), media_format(spec)
+        facts = {k: v for k, v in spec.summary(item).items() if v is not None and k not in ("type", "name", "mime_type")}
         entry = {"modality": item.modality, "name": item.name or item.modality, "mime_type": fmt.mime_type,
                  "display": fmt.display, "bytes": len(data), **facts}  # fmt: skip
         if self.inline:
@@ -166,4 +154,4 @@ def public_base_url(request: Any, configured: str | None) -> str:
     return (configured or str(request.base_url)).rstrip("/")
 
 
-__all__ = ["AudioRequest", "MediaFormat", "MessageBuilder", "check_output_modalities", "encode_media", "media_format", "public_base_url"]
+__all__ = ["AudioRequest", "MediaFormat", "MessageBuilder", "check_output_modalities", "media_format", "public_base_url"]

@@ -80,7 +80,7 @@ def make_work(engine: Engine, messages: list[Message], params: GenerationParams,
             history = session.messages
         conversation = [*history, *messages]
         prompt_tokens = len(model.sequence(conversation, training=False, add_generation_prompt=True))
-        builder = MessageBuilder(base_url=base_url, inline=params.media_format == "base64", store=engine.media,
+        builder = MessageBuilder(modalities=engine.modalities, base_url=base_url, inline=params.media_format == "base64", store=engine.media,
                                  audio=audio, ttl=engine.settings.media_ttl)  # fmt: skip
         text = _TextStream()
         rendering: dict[str, str] = {}  # the modality of the item being rendered
