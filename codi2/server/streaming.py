@@ -115,10 +115,20 @@ def make_work(engine: Engine, messages: list[Message], params: GenerationParams,
                     builder.text(part)
                 else:
                     builder.item(part)
-        else:
-            delta = text.delta(answer.text, final=True)
-            if delta:
-                emit({"content": builder.text(delta)})
+        else:  # what the progress hook did not see: the text held back, parts added after it
+            seen, items = 0, 0
+            for part in answer.parts:
+                if isinstance(part, str):
+                    tail = part[max(0, len(text.sent) - seen) :]
+                    seen += len(part)
+                    if tail:
+                        text.sent += tail
+                        emit({"content": builder.text(tail)})
+                else:
+                    items += 1
+                    if items > len(builder.media):
+                        ref, entry, audio_out = builder.item(part)
+                        emit({"content": ref, "media": [entry], "audio": audio_out})
         if params.store:
             sid = engine.sessions.save(sid, [*conversation, _assistant_message(answer)])
         return {
