@@ -47,9 +47,13 @@ function fft(re, im) {
 function drawSpectrogram(canvas, samples, rate) {
   const size = 1024, cols = canvas.width, rows = canvas.height;
   const hop = Math.max(1, Math.floor((samples.length - size) / cols));
-  const low = Math.log(50), high = Math.log(rate / 2);
-  const rowBin = Array.from({ length: rows }, (_, r) =>
-    Math.min(size / 2 - 1, Math.round((Math.exp(low + ((high - low) * (rows - 1 - r)) / (rows - 1)) * size) / rate)));
+  // each row is the loudest FFT bin in its band (bands of equal width on the log scale)
+  const low = Math.log(50), high = Math.log(rate / 2), edge = (r) => (Math.exp(low + ((high - low) * r) / rows) * size) / rate;
+  const bands = Array.from({ length: rows }, (_, r) => {
+    const band = rows - 1 - r; // the top row is the highest band
+    const first = Math.min(Math.floor(edge(band)), size / 2);
+    return [first, Math.max(first + 1, Math.ceil(edge(band + 1)))];
+  });
   const db = [];
   let peak = -Infinity;
   for (let c = 0; c < cols; c++) {
@@ -59,7 +63,11 @@ function drawSpectrogram(canvas, samples, rate) {
       re[i] = s * (0.5 - 0.5 * Math.cos((2 * Math.PI * i) / size)); // Hann window
     }
     fft(re, im);
-    const column = rowBin.map((b) => 10 * Math.log10(re[b] * re[b] + im[b] * im[b] + 1e-10));
+    const column = bands.map(([first, last]) => {
+      let loudest = 0;
+      for (let b = first; b < last; b++) loudest = Math.max(loudest, re[b] * re[b] + im[b] * im[b]);
+      return 10 * Math.log10(loudest + 1e-10);
+    });
     peak = Math.max(peak, ...column);
     db.push(column);
   }

@@ -25,9 +25,12 @@ def spectrogram(samples: np.ndarray, sample_rate: int, width: int = 160, height:
     starts = np.arange(width) * hop
     frames = x[starts[:, None] + np.arange(FFT_SIZE)[None, :]] * np.hanning(FFT_SIZE + 1)[:-1]
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    freqs = np.exp(np.linspace(np.log(LOWEST_HZ), np.log(sample_rate / 2), height))[::-1]  # top row: highest
-    bins = np.minimum(np.round(freqs * FFT_SIZE / sample_rate).astype(int), FFT_SIZE // 2 - 1)
-    db = 10 * np.log10(power[:, bins].T + 1e-10)  # [height, width]
+    # each row is the loudest FFT bin in its band (bands of equal width on the log scale)
+    edges = np.exp(np.linspace(np.log(LOWEST_HZ), np.log(sample_rate / 2), height + 1)) * FFT_SIZE / sample_rate
+    first = np.minimum(np.floor(edges[:-1]).astype(int), FFT_SIZE // 2)
+    last = np.maximum(first + 1, np.ceil(edges[1:]).astype(int))
+    rows = np.stack([power[:, a:b].max(axis=1) for a, b in zip(first, last)])[::-1]  # top row: highest
+    db = 10 * np.log10(rows + 1e-10)  # [height, width]
     v = np.clip((db - db.max() + RANGE_DB) / RANGE_DB, 0, 1)
     rgb = np.stack([np.minimum(1, 2 * v), np.maximum(0, 2 * v - 1), 0.375 * (1 - v)], axis=-1)
     return np.round(rgb * 255).astype(np.uint8)
