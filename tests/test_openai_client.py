@@ -1,4 +1,4 @@
-"""The official ``openai`` client against a live ``codi2 serve`` on loopback, serving the shipped
+"""The official ``openai`` client against a live server (uvicorn on 127.0.0.1) serving the shipped
 toy model: text, image and audio inputs, multi-round with media, audio output in OpenAI's
 ``message.audio``, streaming with media, and errors surfacing as the client's typed exceptions.
 
@@ -12,10 +12,7 @@ import base64
 import io
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -36,17 +33,9 @@ from codi2.toy.world import AudioItem, ImageItem
 MEDIA_LINK = re.compile(r"(!?)\[([^\]]+)\]\((http://127\.0\.0\.1:\d+/v1/media/[\w-]+)\)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen | None = None, seconds: float = 120) -> None:
+def wait_healthy(url: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the server exited: {proc.stderr.read()}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return
@@ -54,31 +43,6 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, seconds: float 
             pass
         time.sleep(0.2)
     pytest.fail(f"the server did not become healthy in {seconds:.0f} s")
-
-
-@pytest.fixture(scope="module")
-def server():
-    """``codi2 serve`` (the toy model) in a subprocess on 127.0.0.1."""
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "codi2", "--quiet", "--threads", "1", "serve", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server}/v1", api_key="not-needed", max_retries=0, timeout=120)
 
 
 def data_uri(media) -> str:
@@ -255,7 +219,8 @@ class Controlled:
 
 @pytest.fixture(scope="module")
 def controlled_server():
-    """An in-process uvicorn on 127.0.0.1 serving :class:`Controlled` with a queue of one."""
+    """A live uvicorn on 127.0.0.1 (in this process, so tests can steer the model) serving
+    :class:`Controlled` with a queue of one place."""
     import uvicorn
 
     import codi2
@@ -275,6 +240,16 @@ def controlled_server():
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(controlled_server):
+    return controlled_server[0]
+
+
+@pytest.fixture(scope="module")
+def client(controlled_server):
+    return controlled_server[2]
 
 
 def in_flight(url: str) -> int:
