@@ -155,9 +155,11 @@ def test_fidelity_passes_the_input_media_as_reference():
     comps = tiny_components()
     comps["decoders"]["image"] = CountingDecoder("image", fidelity=True)
     model = CoDi2Model.from_components(**comps, fidelity=True)
-    with torch.no_grad():  # force the model to open an image span at once
-        model.marker_head.weight.zero_()
-        model.marker_head.weight[model.markers.open("image") - model.markers.vocab_size] = 1e3 * torch.ones(model.llm.hidden_size)
+    # Force the model to open an image span at once, whatever the hidden states are: a hook adds a
+    # large constant to the image-open marker's logit (a weight row would depend on their sign).
+    boost = torch.zeros(len(model.markers))
+    boost[model.markers.open("image") - model.markers.vocab_size] = 1e4
+    model.marker_head.register_forward_hook(lambda module, inputs, out: out + boost)
     model.llm.head.weight.data.zero_()
     model.generate("Edit {a}", media={"a": test_media("image", 5)}, max_new_tokens=1)
     (ref,) = comps["decoders"]["image"].last_reference
