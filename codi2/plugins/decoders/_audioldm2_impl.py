@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import ComponentLoadError, MediaError
 from codi2.plugins.decoders._diffusers_common import (
+    step_callback,
     DiffusersDecoderBase,
     check_cond,
     check_media,
@@ -296,6 +297,7 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
         steps: int | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
+        on_step: Any = None,
     ) -> list[Media]:
         """One clip per row of ``cond``: the stock pipeline with ``generated_prompt_embeds=cond``."""
         check_no_reference(NAME, reference)
@@ -314,6 +316,7 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
             generated_prompt_embeds=cond.to(self.device, self.language_model.dtype),
             audio_length_in_s=self.audio_length_in_s, num_inference_steps=steps or self.options.steps,
             guidance_scale=guidance, generator=generator, output_type="np", **negative,
+            **step_callback(on_step, steps or self.options.steps),
         )
         return [
             Media("audio", np.clip(a, -1.0, 1.0).astype(np.float32), sample_rate=self.sample_rate)

@@ -63,6 +63,14 @@ def check_media(name: str, item: Any, modality: str) -> None:
         raise MediaError(f"decoder {name!r} needs {modality} media, got {what}", item=getattr(item, "label", None))
 
 
+def step_callback(on_step: Any, steps: int) -> dict[str, Any]:
+    """Keyword arguments that make a stock pipeline report its steps to ``on_step(done, total)``
+    (through the pipelines' ``callback(step, timestep, latents)``); ``{}`` without ``on_step``."""
+    if on_step is None:
+        return {}
+    return {"callback": lambda step, timestep, latents: on_step(min(step + 1, steps), steps), "callback_steps": 1}
+
+
 def noise_and_timesteps(
     latents: torch.Tensor, num_train_timesteps: int, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:

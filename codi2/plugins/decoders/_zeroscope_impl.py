@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import MediaError
 from codi2.plugins.decoders._diffusers_common import (
+    step_callback,
     DiffusersDecoderBase,
     check_cond,
     check_media,
@@ -154,6 +155,7 @@ class ZeroscopeDecoder(DiffusersDecoderBase):
         steps: int | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
+        on_step: Any = None,
     ) -> list[Media]:
         """One clip per row of ``cond``: the stock pipeline with ``prompt_embeds=cond`` and the
         empty-prompt encoding as ``negative_prompt_embeds``."""
@@ -165,7 +167,7 @@ class ZeroscopeDecoder(DiffusersDecoderBase):
             prompt_embeds=embeds, negative_prompt_embeds=self.empty_prompt.expand(len(embeds), -1, -1),
             num_frames=self.options.num_frames, height=self.height, width=self.width,
             num_inference_steps=steps or self.options.steps, guidance_scale=guidance, generator=generator,
-            output_type="np",
+            output_type="np", **step_callback(on_step, steps or self.options.steps),
         )
         videos = (np.asarray(out.frames) * 255).round().clip(0, 255).astype(np.uint8)
         return [Media("video", v, fps=float(self.options.fps)) for v in videos]
