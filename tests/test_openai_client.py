@@ -122,6 +122,28 @@ def test_multi_round_with_media_continues_the_session(client, server):
     assert [p["type"] for p in history[1]["content"] + history[3]["content"] if p["type"] != "text"] == ["image", "image"]
 
 
+def test_multi_round_without_a_session_sends_the_answer_back(client):
+    """A stateless client keeps the history itself and sends the earlier answer back as it came:
+    its links to this server's media stand for the items."""
+    ask = {"role": "user", "content": "Draw a large green square."}
+    first = create(client, messages=[ask], extra_body={"store": False})
+    assert first.model_extra["session_id"] is None
+    follow = {"role": "user", "content": "Make it purple."}
+    second = create(client, messages=[ask, first.choices[0].message, follow], extra_body={"store": False})
+    _, reading = fetch(MEDIA_LINK.findall(second.choices[0].message.content)[0][2])
+    assert reading == ImageItem(shape="square", colour="purple", size="large"), reading
+    # the model reads the linked item, not the link: an answer that drew a circle, sent back
+    # after the square's request, makes the follow-up edit that circle
+    circle = create(client, messages=[{"role": "user", "content": "Draw a large red circle."}], extra_body={"store": False})
+    third = create(client, messages=[ask, circle.choices[0].message, follow], extra_body={"store": False})
+    _, reading = fetch(MEDIA_LINK.findall(third.choices[0].message.content)[0][2])
+    assert reading == ImageItem(shape="circle", colour="purple", size="large"), reading
+    # a link this server does not hold is a clear error, not text the model would read
+    stale = {"role": "assistant", "content": "Here it is: ![output0](http://127.0.0.1:1/v1/media/AAAAAAAAAAAAAAAAAAAAAA)"}
+    with pytest.raises(openai.BadRequestError, match="unknown or expired"):
+        client.chat.completions.create(model="toy", messages=[ask, stale, follow])
+
+
 def test_audio_output_in_message_audio(client):
     response = create(client, messages=[{"role": "user", "content": "Play a sine tone at A4."}],
                       modalities=["text", "audio"], audio={"voice": "alloy", "format": "wav"})  # fmt: skip

@@ -247,7 +247,7 @@ def create_app(
         the answer's ``content`` is Markdown text linking each generated item, ``media`` lists
         them (``url`` or ``data``); ``stream: true`` sends ``chat.completion.chunk`` events.
         ``session_id`` continues a conversation the server kept (send only the new turn)."""
-        messages = await asyncio.to_thread(parse_chat_messages, body, settings)
+        messages = await asyncio.to_thread(parse_chat_messages, body, settings, engine.media)
         return await _answer(request, messages, body)
 
     @app.post(

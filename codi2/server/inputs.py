@@ -80,6 +80,14 @@ class GenerationParams(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
+    # what Chat Completions clients send back with an earlier answer (its own fields and
+    # codi2's): accepted and not read — the answer's content (and the media it links) is
+    name: str | None = None
+    audio: dict[str, Any] | None = None
+    refusal: str | None = None
+    annotations: list[Any] | None = None
+    text: str | None = None
+    media: list[Any] | None = None
     content: str | list[dict[str, Any]] = Field(
         description='a string, or content parts: {"type": "text", "text": ...}, '
         '{"type": "image"|"audio"|"video", "data": BASE64_OR_DATA_URI}, '
@@ -195,12 +203,17 @@ def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings) -
     return {"type": modality, "data": media, **({"name": name} if name else {})}
 
 
-def parse_chat_messages(request: ChatRequest, settings: ServerSettings) -> list[Message]:
-    """The request's messages with every media item decoded and checked (runs off the loop)."""
+def parse_chat_messages(request: ChatRequest, settings: ServerSettings, media_store: Any = None) -> list[Message]:
+    """The request's messages with every media item decoded and checked (runs off the loop).
+    With ``media_store``, assistant answers' links to this server's media become the items."""
     if len(request.messages) > settings.max_messages:
         raise MessageError(f"{len(request.messages)} messages, over this server's limit of {settings.max_messages}")
     out = []
     for i, msg in enumerate(request.messages):
+        if isinstance(msg.content, str) and msg.role == "assistant" and media_store is not None:
+            # an earlier answer sent back as it came: its links to this server's media are the items
+            out.append({"role": msg.role, "content": linked_media_parts(msg.content, media_store, f"message {i}", settings)})
+            continue
         if isinstance(msg.content, str):
             out.append({"role": msg.role, "content": msg.content})
             continue
@@ -220,6 +233,32 @@ def parse_chat_messages(request: ChatRequest, settings: ServerSettings) -> list[
                 content.append(item)
         out.append({"role": msg.role, "content": content})
     return normalize_messages(out)
+
+
+def linked_media_parts(text: str, store: Any, where: str, settings: ServerSettings) -> list[dict[str, Any]]:
+    """Content parts of an answer's Markdown: its links to ``/v1/media/{id}`` of this server
+    become the stored items (looked up in memory; nothing is fetched)."""
+    from codi2.server.responses import split_media_links
+
+    parts: list[dict[str, Any]] = []
+    for kind, piece in split_media_links(text):
+        if kind == "text":
+            parts.append({"type": "text", "text": piece})
+            continue
+        stored = store.get(piece) if valid_media_id(piece) else None
+        if stored is None:
+            raise MessageError(f"{where}: its link to media {piece!r} is unknown or expired here; send the item "
+                               "inline as a content part, or continue with session_id")  # fmt: skip
+        media = load_attachment(stored.data, name=stored.filename, limits=settings.limits,
+                                video_frames=settings.video_frames, label=f"in {where}")  # fmt: skip
+        parts.append({"type": media.modality, "data": media, "target": False})
+    return parts or [{"type": "text", "text": ""}]
+
+
+def valid_media_id(text: str) -> bool:
+    from codi2.server.stores import valid_id
+
+    return valid_id(text)
 
 
 # --- the multipart request ------------------------------------------------------------------

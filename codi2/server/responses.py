@@ -15,6 +15,7 @@ it come from its registered spec (:class:`codi2.core.modality.ModalitySpec`).
 from __future__ import annotations
 
 import base64
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,24 @@ def markdown_ref(entry: dict[str, Any], fmt: MediaFormat) -> str:
     label = entry["name"].replace("[", "(").replace("]", ")")
     target = entry.get("url") or f"data:{fmt.mime_type};base64,{entry['data']}"
     return f"![{label}]({target})" if fmt.display == "image" else f"[{label}{fmt.suffix}]({target})"
+
+
+_MEDIA_LINK = re.compile(r"!?\[[^\]\n]*\]\((?:[a-z][a-z0-9+.-]*://[^\s/)]+)?/v1/media/([A-Za-z0-9_-]+)\)", re.IGNORECASE)
+
+
+def split_media_links(markdown: str) -> list[tuple[str, str]]:
+    """An answer's ``content`` as ``("text", piece)`` and ``("media", id)`` for each link to
+    ``/v1/media/{id}``, in order: the inverse of how answers are written."""
+    pieces: list[tuple[str, str]] = []
+    pos = 0
+    for match in _MEDIA_LINK.finditer(markdown):
+        if match.start() > pos:
+            pieces.append(("text", markdown[pos : match.start()]))
+        pieces.append(("media", match.group(1)))
+        pos = match.end()
+    if pos < len(markdown):
+        pieces.append(("text", markdown[pos:]))
+    return pieces
 
 
 def join_markdown(text: str, ref: str) -> str:
