@@ -562,3 +562,53 @@ def test_a_stream_past_its_deadline_ends_with_a_timeout_event(model_dir):
         assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "timeout", events[-1]
         slow.llm.forward = forward
         assert c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+
+
+def test_media_links_use_the_configured_public_url(model):
+    settings = ServerSettings(**SETTINGS, public_url="https://chat.example.org/")
+    with torch_threads(1), TestClient(create_app(model, settings=settings)) as c:
+        body = c.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1)))], "seed": 0}).json()
+        message = body["choices"][0]["message"]
+        url = message["media"][0]["url"]
+        assert url.startswith("https://chat.example.org/v1/media/") and f"]({url})" in message["content"]
+        assert c.get(url.replace("https://chat.example.org", "")).status_code == 200
+
+
+def test_examples_come_from_the_model_directory(model, tmp_path):
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "a.png").write_bytes(png_bytes(4))
+    (tmp_path / "examples.json").write_text(json.dumps({"examples": [
+        {"title": "edit", "prompt": "make {a} blue", "media": {"a": "examples/a.png"}},
+        {"prompt": "draw a square"}]}))  # fmt: skip
+    before = getattr(model, "source_path", None)
+    model.source_path = tmp_path
+    try:
+        with TestClient(create_app(model, settings=ServerSettings(**SETTINGS))) as c:
+            examples = c.get("/v1/examples").json()["examples"]
+            assert [e["title"] for e in examples] == ["edit", "draw a square"] and examples[1]["media"] == []
+            (item,) = examples[0]["media"]
+            assert item["name"] == "a" and item["modality"] == "image" and item["display"] == "image"
+            assert base64.b64decode(item["data"].split(",", 1)[1]) == png_bytes(4)
+            # a file outside the model directory is never read: no examples, the page works without
+            (tmp_path / "examples.json").write_text(json.dumps({"examples": [{"prompt": "{a}", "media": {"a": "../secret.png"}}]}))
+            assert c.get("/v1/examples").json() == {"examples": []}
+        model.source_path = None  # a model without a directory has none
+        with TestClient(create_app(model, settings=ServerSettings(**SETTINGS))) as c:
+            assert c.get("/v1/examples").json() == {"examples": []}
+    finally:
+        model.source_path = before
+
+
+def test_an_answer_sent_back_stands_for_its_media(client):
+    first = client.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1)))],
+                                                      "seed": 0, "store": False}).json()["choices"][0]["message"]  # fmt: skip
+    echoed = {"role": "assistant", **{k: first[k] for k in ("content", "text", "media")}, "refusal": None, "annotations": []}
+    follow = {"role": "user", "content": "now red"}
+    body = client.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1))), echoed, follow],
+                                                     "seed": 0}).json()  # fmt: skip
+    history = client.get(f"/v1/sessions/{body['session_id']}").json()["messages"]
+    assert [p["type"] for p in history[1]["content"] if p["type"] != "text"] == ["image"], "the link became the image"
+    as_text = {"role": "assistant", "content": first["text"]}  # the same answer without its image: fewer tokens
+    plain = client.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1))), as_text, follow],
+                                                      "store": False}).json()  # fmt: skip
+    assert body["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]

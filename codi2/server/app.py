@@ -2,7 +2,9 @@
 
 Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 
-- ``POST /v1/chat/completions``            OpenAI-style chat; media inline as base64
+- ``POST /v1/chat/completions``            OpenAI-style chat; media inline as base64; ``stream``
+  sends Server-Sent Events (:mod:`codi2.server.streaming`), answers are shaped for Chat
+  Completions clients (:mod:`codi2.server.responses`)
 - ``POST /v1/chat/completions/multipart``  the same with uploaded files and a placeholder prompt
 - ``GET  /v1/media/{id}``                  generated media (PNG, WAV, MP4)
 - ``GET/DELETE /v1/sessions/{id}``         a kept conversation (text and media descriptions)
@@ -227,7 +229,7 @@ def create_app(
 
     # --- chat ---------------------------------------------------------------------------
 
-    async def _answer(request: Request, messages: list[Message], params: GenerationParams) -> JSONResponse:
+    async def _answer(request: Request, messages: list[Message], params: GenerationParams) -> Response:
         if params.session_id is not None and not valid_id(params.session_id):
             raise ServerError(400, "invalid_request", "session_id is malformed")
         if params.session_id is not None and engine.sessions.get(params.session_id) is None:
@@ -242,7 +244,7 @@ def create_app(
         return JSONResponse(result)
 
     @app.post("/v1/chat/completions", tags=["chat"], summary="Chat (JSON, media inline as base64)")
-    async def chat_completions(request: Request, body: ChatRequest) -> JSONResponse:
+    async def chat_completions(request: Request, body: ChatRequest) -> Response:
         """OpenAI-style chat. ``content`` parts may hold media as base64 (plain or a data URI);
         the answer's ``content`` is Markdown text linking each generated item, ``media`` lists
         them (``url`` or ``data``); ``stream: true`` sends ``chat.completion.chunk`` events.
@@ -266,7 +268,7 @@ def create_app(
                                      "description": "one file per placeholder, the field named after it"},
         }}}}},
     )  # fmt: skip
-    async def chat_multipart(request: Request) -> JSONResponse:
+    async def chat_multipart(request: Request) -> Response:
         """``prompt`` ("Make {a} purple") plus one file per placeholder, in a form field of
         that name (``-F a=@square.png``); options as form fields."""
         try:
