@@ -27,7 +27,7 @@ from codi2.server.stores import new_id
 #: OpenAI's ``message.audio`` (and the ``audio`` request field) is about this modality
 OPENAI_AUDIO_MODALITY = "audio"
 #: the formats ``audio.format`` may ask for (OpenAI also lists mp3, aac and opus: not written here)
-AUDIO_FORMATS = {"wav": "audio/wav", "flac": "audio/flac", "pcm16": "audio/L16"}
+AUDIO_FORMATS = ("wav", "flac", "pcm16")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def markdown_ref(entry: dict[str, Any], fmt: MediaFormat) -> str:
     return f"![{label}]({target})" if fmt.display == "image" else f"[{label}{fmt.suffix}]({target})"
 
 
-_MEDIA_LINK = re.compile(r"!?\[[^\]\n]*\]\((?:[a-z][a-z0-9+.-]*://[^\s/)]+)?/v1/media/([A-Za-z0-9_-]+)\)", re.IGNORECASE)
+# a link to this server's media, whatever the origin and path prefix (a public URL may have one)
+_MEDIA_LINK = re.compile(r"!?\[[^\]\n]*\]\([^\s)]*?/v1/media/([A-Za-z0-9_-]+)\)")
 
 
 def split_media_links(markdown: str) -> list[tuple[str, str]]:

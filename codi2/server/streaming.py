@@ -213,6 +213,7 @@ async def stream_answer(engine: Engine, messages: list[Message], params: Generat
         return None
 
     async def body() -> AsyncIterator[str]:
+        get: asyncio.Future | None = None
         try:
             yield chunk({"role": "assistant", "content": ""})
             while True:
@@ -239,6 +240,8 @@ async def stream_answer(engine: Engine, messages: list[Message], params: Generat
         except Exception as exc:  # after the stream started: one error event, and the stream ends
             yield _sse(_error_body(exc), event="error")
         finally:
+            if get is not None and not get.done():
+                get.cancel()
             if not job.done():  # the client went away (or the server stops): stop generating
                 job.cancel()
 
