@@ -110,6 +110,11 @@ class ChatRequest(GenerationParams):
     )  # fmt: skip
     model: str | None = Field(None, description="informational; the server serves one model")
     messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name of max_tokens")
+
+    def model_post_init(self, context: Any) -> None:
+        if self.max_tokens is None and self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
     n: int = Field(1, ge=1, le=1, description="must be 1")
 
 
