@@ -615,3 +615,19 @@ def test_an_answer_sent_back_stands_for_its_media(client):
     plain = client.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1))), as_text, follow],
                                                       "store": False}).json()  # fmt: skip
     assert body["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]
+
+
+def test_stream_with_audio_output_carries_message_audio(model):
+    with torch_threads(1), TestClient(create_app(EveryModality(model), settings=ServerSettings(**SETTINGS))) as c:
+        request = {"messages": [{"role": "user", "content": "draw a square"}], "seed": 0, "stream": True,
+                   "modalities": ["text", "audio"], "audio": {"format": "pcm16", "voice": "alloy"}}  # fmt: skip
+        with c.stream("POST", "/v1/chat/completions", json=request) as response:
+            events = sse_events(response.iter_lines())
+        deltas = [d["choices"][0]["delta"] for _, d in events[:-1] if d["choices"]]
+        audio = [d["audio"] for d in deltas if "audio" in d]
+        assert len(audio) == 2 and audio[0]["id"] == audio[1]["id"], audio  # the sound, then its transcript
+        assert len(base64.b64decode(audio[0]["data"])) == 1600 * 2  # 0.1 s of 16-bit samples at 16 kHz
+        text = "".join(d.get("content") or "" for d in deltas if "media" not in d)
+        assert audio[1]["transcript"].strip() == text.strip() and "data" not in audio[1]
+        modalities = [m["modality"] for d in deltas for m in d.get("media", [])]
+        assert modalities == ["image", "audio", "video"]

@@ -231,6 +231,9 @@ async def stream_answer(engine: Engine, messages: list[Message], params: Generat
                     yield text
             result = job.result()
             choice = result["choices"][0]
+            audio = choice["message"].get("audio")
+            if audio is not None:  # OpenAI streams the transcript in audio deltas: here all at once
+                yield chunk({"audio": {"id": audio["id"], "transcript": audio["transcript"]}})
             yield chunk({}, choice["finish_reason"], session_id=result["session_id"])
             if params.stream_options is not None and params.stream_options.include_usage:
                 yield _sse({"id": chunk_id, "object": "chat.completion.chunk", "created": int(time.time()),
