@@ -13,6 +13,16 @@ See :func:`codi2.api.load`.
 from __future__ import annotations
 
 from codi2.api import DEFAULT_MODEL, load  # light: the standard library and codi2.errors only
+from codi2.core.modality import set_default_modalities
+
+
+def _registered_modalities():  # the registry imports only when a modality is first looked up
+    from codi2.registry import default_registry
+
+    return default_registry().modalities()
+
+
+set_default_modalities(_registered_modalities)
 
 __version__ = "0.1.0"
 

@@ -14,41 +14,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from codi2.core.modality import resolve_modalities
 from codi2.core.types import Media
 
-#: the file format each modality is written in
-SUFFIXES = {"image": ".png", "audio": ".wav", "video": ".mp4", "text": ".txt"}
-MIME_TYPES = {"image": "image/png", "audio": "audio/wav", "video": "video/mp4", "text": "text/plain"}
+if TYPE_CHECKING:
+    from codi2.core.modality import Modalities
 
 
-def media_summary(media: Media) -> dict[str, Any]:
-    """Modality, name and size facts of one item (no data)."""
-    info: dict[str, Any] = {"type": media.modality, "name": media.name, "mime_type": MIME_TYPES.get(media.modality)}
-    shape = getattr(media.data, "shape", None)
-    if media.modality == "image" and shape is not None:
-        info.update(width=int(shape[1]), height=int(shape[0]))
-    elif media.modality == "audio":
-        info.update(sample_rate=media.sample_rate, seconds=round(media.duration or 0.0, 4))
-    elif media.modality == "video" and shape is not None:
-        info.update(frames=int(shape[0]), width=int(shape[2]), height=int(shape[1]), fps=media.fps)
-    return info
+def media_summary(media: Media, modalities: Modalities | None = None) -> dict[str, Any]:
+    """Modality, name, MIME type and size facts of one item (no data), as its modality
+    describes them."""
+    return resolve_modalities(modalities).summary(media)
 
 
-def answer_to_dict(answer: Any, out_dir: str | Path | None = None, *, stem: str = "output") -> dict[str, Any]:
+def answer_to_dict(answer: Any, out_dir: str | Path | None = None, *, stem: str = "output",
+                   modalities: Modalities | None = None) -> dict[str, Any]:
     """``{"text", "finish_reason", "tokens", "parts", "media"}`` for an answer.
 
     With ``out_dir`` the media are written there first (``{stem}0.png`` ...) and each media
     entry carries its ``path``; without it, entries only describe the items.
     """
-    paths = answer.save(out_dir, stem) if out_dir is not None else [None] * len(answer.media)
+    paths = answer.save(out_dir, stem, modalities) if out_dir is not None else [None] * len(answer.media)
     media, parts, k = [], [], 0
     for part in answer.parts:
         if isinstance(part, str):
             parts.append({"type": "text", "text": part})
             continue
-        entry = media_summary(part)
+        entry = media_summary(part, modalities)
         if paths[k] is not None:
             entry["path"] = str(paths[k])
         k += 1
@@ -68,4 +62,4 @@ def answer_to_json(answer: Any, out_dir: str | Path | None = None, *, stem: str 
     return json.dumps(answer_to_dict(answer, out_dir, stem=stem), indent=indent)
 
 
-__all__ = ["MIME_TYPES", "SUFFIXES", "answer_to_dict", "answer_to_json", "media_summary"]
+__all__ = ["answer_to_dict", "answer_to_json", "media_summary"]

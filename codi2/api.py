@@ -214,9 +214,9 @@ def load(
         bar.set_postfix_str("weights")
         if source.path is not None:
             components = {"encoders": encoders, "llm": llm, "decoders": decoders}
-            model = CoDi2Model.from_pretrained(source.path, components=components)
+            model = CoDi2Model.from_pretrained(source.path, components=components, modalities=registry.modalities())
         else:
-            model = CoDi2Model(config, encoders, llm, decoders)
+            model = CoDi2Model(config, encoders, llm, decoders, registry.modalities())
         if target_dtype is not None:
             model = model.to(target_dtype)
         model = model.to(target_device)
@@ -235,6 +235,12 @@ def model_info(model: Any) -> dict[str, Any]:
         "id": getattr(model, "source_name", None) or "codi2",
         "input_modalities": sorted(model.encoder_for),
         "output_modalities": sorted(model.decoders),
+        # how a client sends and shows each (suffixes and MIME types to accept, display kind)
+        "modalities": {
+            name: {"display": spec.display, "mime_types": list(spec.mime_types), "suffixes": list(spec.suffixes)}
+            for name, spec in model.modalities.items()
+            if name in model.encoder_for or name in model.decoders
+        },
         "components": {
             "encoders": [e.plugin for e in cfg.encoders],
             "llm": cfg.llm.plugin,

@@ -9,12 +9,15 @@ so a bad file fails in milliseconds with an error that names it. No torch import
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from codi2.core.media import MediaLimits, load_media, sniff_format, sniff_modality
-from codi2.core.types import MEDIA_MODALITIES, Media
+from codi2.core.media import MediaLimits
+from codi2.core.modality import resolve_modalities
+from codi2.core.types import Media
 from codi2.errors import (
+    Codi2Error,
     MediaDecodeError,
     MediaError,
     MediaLimitError,
@@ -22,6 +25,9 @@ from codi2.errors import (
     MessageError,
     UnknownModalityError,
 )
+
+if TYPE_CHECKING:
+    from codi2.core.modality import Modalities
 
 
 def load_attachment(
@@ -32,25 +38,26 @@ def load_attachment(
     limits: MediaLimits | None = None,
     video_frames: int | None = None,
     label: str | None = None,
+    modalities: Modalities | None = None,
 ) -> Media:
-    """Read one attachment (a path, or the bytes of an upload) as image, audio or video.
+    """Read one attachment (a path, or the bytes of an upload) as an item of a registered
+    media modality (image, audio, video, or one a plugin adds).
 
     ``name`` labels it in errors ("media 'a' (cat.png): truncated PNG file"). Audio keeps its
     own sample rate here; the model's encoder resamples it later. ``video_frames`` keeps that
     many frames of a video, spread uniformly (bounding memory whatever the video's length).
     ``label`` replaces ``repr(name)`` in error messages (a server names the upload's file).
+    ``modalities``: the collection to read with (default: the registered modalities).
     """
-    if modality is not None and modality not in MEDIA_MODALITIES:
-        raise UnknownModalityError(
-            f"media {name!r}: unknown modality {modality!r}; known: {', '.join(MEDIA_MODALITIES)}"
-        )
+    modalities = resolve_modalities(modalities)
+    media_kinds = ", ".join(modalities.media)
+    if modality is not None and modality not in modalities.media:
+        raise UnknownModalityError(f"media {name!r}: unknown modality {modality!r}; known: {media_kinds}")
     label = label or repr(name)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if not data:
+        source = bytes(source)
+        if not source:
             raise MediaLimitError("empty (0 bytes)", item=label)
-        sniffed = sniff_modality(data)
-        fmt = sniff_format(data[:16])
     else:
         path = Path(source).expanduser()
         label = label if name == path.name or label != repr(name) else f"{label} ({path.name})"
@@ -58,20 +65,22 @@ def load_attachment(
             raise MediaNotFoundError(f"no such file: {path}", item=label)
         if not path.is_file():
             raise MediaDecodeError(f"not a regular file: {path}", item=label)
-        sniffed = sniff_modality(path)
-        with path.open("rb") as fh:
-            fmt = sniff_format(fh.read(16))
         source = path
-    if modality is None and sniffed not in MEDIA_MODALITIES:
-        what = "text" if sniffed == "text" else "an unknown format"
-        raise UnknownModalityError(f"media {label}: not an image, audio or video file (it looks like {what})")
-    animated_gif = modality == "video" and fmt == "gif"
-    if modality is not None and fmt is not None and sniffed != modality and not animated_gif:
-        raise MediaDecodeError(f"given as {modality}, but it is {sniffed} ({fmt})", item=label)
-    modality = modality or sniffed
-    frames = video_frames if modality == "video" else None
     try:
-        return load_media(source, modality, name=name, sample_rate=None, limits=limits, video_frames=frames)
+        sniffed = modalities.sniff(source, item=label)
+    except Codi2Error:
+        if modality is None:
+            raise
+        sniffed = None  # the user said what it is; its own reader judges it
+    if modality is None and sniffed.is_text:
+        names = modalities.media
+        kinds = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise UnknownModalityError(f"media {label}: not {'an' if kinds[0] in 'aeiou' else 'a'} {kinds} file (it looks like text)")
+    if modality is not None and sniffed is not None and sniffed.name != modality and not _also_reads(modality, source):
+        raise MediaDecodeError(f"given as {modality}, but it is {sniffed.name}", item=label)
+    spec = modalities.get(modality) if modality else sniffed
+    try:
+        return spec.load(source, name=name, limits=limits, sample_rate=None, video_frames=video_frames)
     except MediaError as exc:
         if label == repr(name) or exc.item is None:
             raise
@@ -79,12 +88,30 @@ def load_attachment(
         raise type(exc)(message, item=label) from None
 
 
-def parse_media_option(text: str) -> tuple[str, str]:
-    """``NAME=PATH`` (the ``--media`` option) -> ``(name, path)``."""
+def _also_reads(modality: str, source: bytes | Path) -> bool:
+    """Files one modality reads although another claims them: an animated GIF as video."""
+    from codi2.core.media import sniff_format
+
+    if modality != "video":
+        return False
+    head = source[:16] if isinstance(source, bytes) else source.open("rb").read(16)
+    return sniff_format(head) == "gif"
+
+
+_MODALITY_PREFIX = re.compile(r"([a-z][a-z0-9_\-]*):(.+)$")
+
+
+def parse_media_option(text: str) -> tuple[str, str, str | None]:
+    """``NAME=PATH`` or ``NAME=MODALITY:PATH`` (the ``--media`` option) -> ``(name, path,
+    modality or None)``. The prefix form names the modality of a file whose suffix several
+    modalities share (``--media d=depth:scan.npy``); a path that exists as written wins."""
     name, sep, path = text.partition("=")
     if not sep or not name.strip() or not path:
-        raise MessageError(f"--media {text!r}: expected NAME=PATH, e.g. --media a=cat.png")
-    return name.strip(), path
+        raise MessageError(f"--media {text!r}: expected NAME=PATH or NAME=MODALITY:PATH, e.g. --media a=cat.png")
+    match = _MODALITY_PREFIX.match(path)
+    if match and not Path(path).exists():
+        return name.strip(), match.group(2), match.group(1)
+    return name.strip(), path, None
 
 
 def placeholder_for(modality: str, used: set[str] | dict[str, Any]) -> str:

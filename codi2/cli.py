@@ -191,7 +191,8 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the prompt; {NAME} places the media attached as NAME ({{ and }} are literal braces); "
                              "'-' reads it from standard input")  # fmt: skip
     parser.add_argument("--media", action="append", default=[], metavar="NAME=PATH",
-                        help="attach an image, audio or video file as {NAME} (repeatable)")  # fmt: skip
+                        help="attach a media file (image, audio, video or a plugin's modality) as {NAME} "
+                             "(repeatable); NAME=MODALITY:PATH says which modality a shared suffix is")  # fmt: skip
     _model_argument(parser)
     parser.add_argument("--out", "-o", default="out", metavar="DIR",
                         help="where generated media go: DIR/output0.png, output1.wav, ... (default: out)")  # fmt: skip
@@ -208,10 +209,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read().rstrip("\r\n") if args.prompt == "-" else args.prompt
     media: dict[str, Any] = {}
     for option in args.media:
-        name, path = parse_media_option(option)
+        name, path, modality = parse_media_option(option)
         if name in media:
             raise MessageError(f"--media {option!r}: the name {name!r} is attached twice")
-        media[name] = load_attachment(path, name=name)
+        media[name] = load_attachment(path, name=name, modality=modality)
     messages = normalize_messages(prompt, media)  # placeholder mistakes fail before the model loads
     model = _load_model(args)
     options = _generation_options(args)
@@ -220,7 +221,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         answer = model.generate(messages, progress=bar, **options)
     finally:
         bar.close()
-    result = answer_to_dict(answer, args.out)
+    result = answer_to_dict(answer, args.out, modalities=model.modalities)
     if args.json:
         print(json.dumps({"model": model.source_name, **result}))
         return 0

@@ -1,7 +1,7 @@
 """``codi2 chat``: a multi-round conversation in the terminal.
 
 Type a message and press Enter. Attach media to your next message with ``/image PATH``,
-``/audio PATH`` or ``/video PATH`` (several are fine; they come before your text, in the order
+``/audio PATH``, ``/video PATH`` or ``/MODALITY PATH`` for any media modality the model reads (several are fine; they come before your text, in the order
 attached). Generated media are written to the output folder and their paths printed.
 ``/reset`` starts over, ``/save DIR`` writes the conversation (``conversation.json`` and its
 media), ``/quit`` or Ctrl-D leaves. Line editing and history come from readline when the input
@@ -18,15 +18,12 @@ from codi2.errors import Codi2Error
 
 HELP = """\
 commands:
-  /image PATH   attach an image to your next message (also /audio PATH, /video PATH)
+  /image PATH   attach an image to your next message (also /audio PATH, /video PATH, /MODALITY PATH)
   /reset        forget the conversation and start a new one
   /save DIR     write the conversation to DIR (conversation.json + media files)
   /help         show this help
   /quit         leave (Ctrl-D works too)
 anything else is a message to the model."""
-
-MEDIA_COMMANDS = ("/image", "/audio", "/video")
-
 
 class ChatREPL:
     """The read-eval-print loop over a :class:`~codi2.core.conversation.Conversation`."""
@@ -123,7 +120,7 @@ class ChatREPL:
                 raise Codi2Error("/save needs a folder: /save DIR")
             path = self.chat.save(arg)
             self.say(f"saved {path}")
-        elif name in MEDIA_COMMANDS:
+        elif name[1:] in self.model.modalities.media:
             self.attach(name[1:], arg)
         else:
             raise Codi2Error(f"unknown command {name}; /help lists the commands")
@@ -137,7 +134,7 @@ class ChatREPL:
         if modality not in self.model.encoder_for:
             reads = ", ".join(m for m in sorted(self.model.encoder_for) if m != "text")
             raise Codi2Error(f"this model does not read {modality}; it reads {reads}")
-        media = load_attachment(path, name=Path(path).name, modality=modality)
+        media = load_attachment(path, name=Path(path).name, modality=modality, modalities=self.model.modalities)
         self.attachments.append({"type": modality, "data": media, "name": media.name})
         self.say(f"(attached {modality} {path}; it goes with your next message)")
 

@@ -31,10 +31,11 @@ def test_json_and_yaml_files_load(tmp_path):
 @pytest.mark.parametrize("change, field", [
     ({"encoders": []}, "encoders: List should have at least 1 item"),
     ({"llm": {"plugin": "x", "optoins": {}}}, "llm.optoins: Extra inputs are not permitted"),
-    ({"decoders": {"smell": {"plugin": "x"}}}, "decoders: Value error, unknown output modality 'smell'"),
+    ({"decoders": {"Smell!": {"plugin": "x"}}}, "decoders: Value error, output modality 'Smell!' is not a modality name"),
     ({"loss": {"alpha": -1}}, "loss.alpha: Input should be greater than or equal to 0"),
     ({"generation": {"temperature": "hot"}}, "generation.temperature: Input should be a valid number"),
-    ({"encoders": [{"plugin": "imagebind", "modalities": ["smell"]}]}, "encoders.0.modalities: Value error, unknown modality 'smell'"),
+    ({"encoders": [{"plugin": "imagebind", "modalities": ["sm ell"]}]}, "encoders.0.modalities: Value error, modality 'sm ell' is not a modality name"),
+    ({"modalities": ["image", "image"]}, "modalities: Value error, modalities named twice"),
     ({"colour": "red"}, "colour: Extra inputs are not permitted"),
 ])
 def test_invalid_configs_name_the_field(tmp_path, change, field):
@@ -54,3 +55,13 @@ def test_unparsable_files_name_the_position(tmp_path):
         ModelConfig.from_file(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="config file not found"):
         ModelConfig.from_file(tmp_path / "missing.json")
+
+
+def test_marker_modalities_follow_the_config():
+    config = ModelConfig.from_dict(GOOD)
+    assert config.marker_modalities() == ("image", "audio", "video", "text")  # every older checkpoint
+    extra = ModelConfig.from_dict({**GOOD, "encoders": [{"plugin": "x", "modalities": ["image", "depth"]}],
+                                   "decoders": {"pointcloud": {"plugin": "y"}}})
+    assert extra.marker_modalities() == ("image", "audio", "video", "text", "depth", "pointcloud")
+    named = ModelConfig.from_dict({**GOOD, "modalities": ["depth", "text"]})
+    assert named.marker_modalities() == ("depth", "text")

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from codi2.core.messages import normalize_messages
 from codi2.core.modality import Modalities, ModalitySpec
 from codi2.core.types import Media
-from codi2.errors import MediaDecodeError, MediaNotFoundError, PluginError, UnknownModalityError
+from codi2.errors import MediaLimitError, PluginError, UnknownModalityError
 from codi2.registry import Registry, hookimpl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,11 +97,11 @@ def test_unknown_modality_names_the_registered_ones(builtin):
 def test_sniffing_never_returns_none(tmp_path, builtin):
     junk = tmp_path / "scan.npy"
     np.save(junk, np.zeros(3))
-    with pytest.raises(MediaDecodeError, match=r"'scan.npy'.*not a file of any registered modality \(image, audio, video, text\)"):
+    with pytest.raises(UnknownModalityError, match=r"'scan.npy'.*not a file of any registered modality \(image, audio, video, text\)"):
         builtin.sniff(junk)
-    with pytest.raises(MediaDecodeError, match="empty"):
+    with pytest.raises(MediaLimitError, match="empty"):
         builtin.sniff(b"")
-    with pytest.raises(MediaNotFoundError, match="no such file"):
+    with pytest.raises(UnknownModalityError, match=r"cannot tell the modality from suffix \.npy and there is no such file"):
         builtin.sniff(tmp_path / "missing.npy")
     assert builtin.sniff(tmp_path / "missing.flac").name == "audio"  # the suffix speaks when no file
     assert builtin.sniff(b"plain words").name == "text"
@@ -150,3 +151,24 @@ def test_cli_plugins_lists_modalities_and_options():
     assert options["properties"]["video_frames"]["default"] == 2
     table = subprocess.run([sys.executable, "-m", "codi2", "plugins", "--options"], capture_output=True, text=True, env=env, check=True)
     assert "    modality: image\n" in table.stdout and "        video_frames: int = 2" in table.stdout
+
+
+def test_a_model_names_its_modalities_and_refuses_others(builtin):
+    import torch
+
+    from codi2.core.model import CoDi2Model
+    from codi2.core.sequence import Markers
+    from codi2.testing import tiny_components
+
+    torch.manual_seed(0)
+    model = CoDi2Model.from_components(**tiny_components(), modalities=builtin)
+    assert model.config.modalities is None and model.markers.modalities == ("image", "audio", "video", "text")
+    assert model.marker_embeddings.num_embeddings == 8  # the layout of every checkpoint before modality plugins
+    with pytest.raises(UnknownModalityError, match=r"unknown modality 'depth'; registered: image, audio, video, text"):
+        model.generate("What is {d}?", media={"d": Media("depth", np.zeros((4, 4), np.float32))})
+    with pytest.raises(UnknownModalityError, match=r"no markers for 'depth'; it has: image, audio, video, text"):
+        Markers(10, model.markers.modalities).open("depth")
+    depth = builtin.union([_npy_spec("depth")])
+    messages = normalize_messages("{d}", {"d": Media("depth", np.zeros(2))}, depth)  # known to the collection
+    with pytest.raises(UnknownModalityError, match="no encoder for depth input; this model reads audio, image, text, video"):
+        model.sequence(messages, training=False)  # ... but not to this model

@@ -154,7 +154,7 @@ def test_audio_output_in_message_audio(client):
     assert sound.sample_rate == 16000 and analyse(sound).item == AudioItem(waveform="sine", pitch="A4", overlay="none")
     links = MEDIA_LINK.findall(message.content)
     assert len(links) == 1 and links[0][0] == "" and links[0][1].endswith(".wav")  # a link, not an image
-    assert message.model_extra["media"][0]["duration"] == 1.0
+    assert message.model_extra["media"][0]["seconds"] == 1.0
 
 
 # --- streaming --------------------------------------------------------------------------------------

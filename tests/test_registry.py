@@ -119,14 +119,14 @@ def fake_distribution(root: Path, dist: str, version: str, entry_points: dict[st
     return root
 
 
-def install_example(target: Path) -> Path:
-    """Install the example package into ``target`` using the entry points of its pyproject."""
+def install_example(target: Path, example: Path = EXAMPLE, package: str = "codi2_example_plugin") -> Path:
+    """Install an example package into ``target`` using the entry points of its pyproject."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         tomllib = pytest.importorskip("tomli")
-    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
-    shutil.copytree(EXAMPLE / "src" / "codi2_example_plugin", target / "codi2_example_plugin")
+    project = tomllib.loads((example / "pyproject.toml").read_text())["project"]
+    shutil.copytree(example / "src" / package, target / package)
     return fake_distribution(target, project["name"], project["version"], project["entry-points"]["codi2"], {})
 
 

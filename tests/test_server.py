@@ -448,7 +448,7 @@ def test_generated_audio_and_video_are_served_as_wav_and_mp4(model):
         assert set(parts) == {"image", "audio", "video"}
         assert [p["display"] for p in parts.values()] == ["image", "audio", "video"]
         audio = c.get(parts["audio"]["url"])
-        assert audio.headers["content-type"] == "audio/wav" and parts["audio"]["duration"] == 0.1
+        assert audio.headers["content-type"] == "audio/wav" and parts["audio"]["seconds"] == 0.1
         assert parts["audio"]["bytes"] == len(audio.content)
         samples, rate = sf.read(io.BytesIO(audio.content))
         assert rate == 16000 and len(samples) == 1600

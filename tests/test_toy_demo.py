@@ -139,7 +139,7 @@ def test_demo_gallery_with_a_tiny_model(tiny_model, tmp_path):
     sounds = [f for f in files if f.endswith(".wav")]
     assert sounds and sorted(f for f in referenced if f.endswith(".spec.png")) == sorted(f[:-4] + ".spec.png" for f in sounds)
     with Image.open(result.out_dir / (sounds[0][:-4] + ".spec.png")) as picture:
-        assert picture.size == (160, 64) and len(set(picture.getdata())) > 8
+        assert picture.size == (160, 64) and len(picture.convert("RGB").getcolors(160 * 64)) > 8
     for name in files:
         path = result.out_dir / name
         assert path.is_file(), name

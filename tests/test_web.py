@@ -163,15 +163,56 @@ def test_chat_page_with_uploaded_image_and_follow_up(server, driver, tmp_path):
     assert driver.find_elements("css selector", ".message") == []
 
 
+class WithHeightmap(EveryModality):
+    """Answers also hold an item of a modality no page shows natively (a made-up "heightmap",
+    saved as .npy): the page offers it as a download link with the preview its spec draws."""
+
+    def __init__(self, model):
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        from codi2.core.modality import ModalitySpec
+        from codi2.core.types import Media
+
+        def npy(media):
+            buffer = io.BytesIO()
+            np.save(buffer, media.data)
+            return buffer.getvalue()
+
+        def preview(media):
+            buffer = io.BytesIO()
+            Image.fromarray((media.data * 255).astype(np.uint8)).save(buffer, format="PNG")
+            return buffer.getvalue()
+
+        super().__init__(model)
+        def load(source, *, name=None, **_):
+            return Media("heightmap", np.load(io.BytesIO(source), allow_pickle=False), name=name)
+
+        spec = ModalitySpec(name="heightmap", load=load, encode=npy, suffixes=(".npy",), mime_type="application/x-npy",
+                            display="download", preview=preview)  # fmt: skip
+        self.modalities = model.modalities.union([spec])
+
+    def generate(self, messages, **options):
+        import numpy as np
+
+        from codi2.core.types import Media
+
+        answer = super().generate(messages, **options)
+        answer.parts.append(Media("heightmap", np.linspace(0, 1, 24 * 24).reshape(24, 24), name="terrain"))
+        return answer
+
+
 @pytest.fixture(scope="module")
 def every_modality_server(browser_ready):
-    """An in-process uvicorn (in a thread) whose answers hold an image, audio and a video."""
+    """An in-process uvicorn (in a thread) whose answers hold an image, audio, a video and a heightmap."""
     import uvicorn
 
     import codi2
     from codi2.server import ServerSettings, create_app
 
-    app = create_app(EveryModality(codi2.load(chat_model_dir())), settings=ServerSettings())
+    app = create_app(WithHeightmap(codi2.load(chat_model_dir())), settings=ServerSettings())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -200,6 +241,11 @@ def test_generated_audio_and_video_play_inline(every_modality_server, driver):
     wait_for(driver, lambda d: d.execute_script(ready, audio) and d.execute_script(ready, video), what="both players ready")
     assert abs(driver.execute_script("return arguments[0].duration", audio) - 0.1) < 0.02
     assert driver.execute_script("return arguments[0].videoWidth", video) == 16
+    # a modality without a native player: a download link of its file, with its preview image
+    link = driver.find_element("css selector", ".message.assistant a.download")
+    assert link.get_attribute("download") == "terrain" and "terrain" in link.text
+    assert link.get_attribute("href").startswith("data:application/x-npy;base64,") or "/v1/media/" in link.get_attribute("href")
+    wait_for(driver, lambda d: loaded_images(d, ".message.assistant a.download img"), what="the heightmap preview")
 
 
 # --- the toy model: examples, streaming, the progress bar, cancel, spectrograms --------------------

@@ -11,13 +11,26 @@ third-party plugin extends the configuration without touching core::
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from codi2.core.types import MEDIA_MODALITIES, MODALITIES
 from codi2.errors import ConfigError
+
+#: the marker-row layout of a config that names no ``modalities`` (every checkpoint written
+#: before modalities became plugins); a model using other modalities names them all
+DEFAULT_MODALITIES: tuple[str, ...] = ("image", "audio", "video", "text")
+
+
+def _modality_names(names: Any, what: str) -> Any:
+    """Modality names must be words; whether they are registered is checked when a model is
+    built (the config cannot know which plugins are installed)."""
+    for m in names or []:
+        if not isinstance(m, str) or not re.fullmatch(r"[a-z][a-z0-9_\-]*", m):
+            raise ValueError(f"{what} {m!r} is not a modality name (lower-case letters, digits, _ or -)")
+    return names
 
 
 class _Strict(BaseModel):
@@ -39,10 +52,7 @@ class EncoderConfig(ComponentConfig):
     @field_validator("modalities")
     @classmethod
     def _known(cls, value: list[str] | None) -> list[str] | None:
-        for m in value or []:
-            if m not in MODALITIES:
-                raise ValueError(f"unknown modality {m!r}; known: {', '.join(MODALITIES)}")
-        return value
+        return _modality_names(value, "modality")
 
 
 class LossConfig(_Strict):
@@ -74,14 +84,28 @@ class ModelConfig(_Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     max_input_tokens: int = Field(4096, ge=16)
+    #: the modalities with marker rows, in row order; None: DEFAULT_MODALITIES plus the others
+    #: the encoder ``modalities`` lists and the decoders name
+    modalities: list[str] | None = None
 
     @field_validator("decoders")
     @classmethod
     def _media_keys(cls, value: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
-        for m in value:
-            if m not in MEDIA_MODALITIES:
-                raise ValueError(f"unknown output modality {m!r}; known: {', '.join(MEDIA_MODALITIES)}")
-        return value
+        return _modality_names(value, "output modality")
+
+    @field_validator("modalities")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"modalities named twice: {value}")
+        return _modality_names(value, "modality")
+
+    def marker_modalities(self) -> tuple[str, ...]:
+        """The modalities with marker rows, in row order (see ``modalities``)."""
+        if self.modalities is not None:
+            return tuple(self.modalities)
+        named = [m for e in self.encoders for m in e.modalities or []] + list(self.decoders)
+        return (*DEFAULT_MODALITIES, *dict.fromkeys(m for m in named if m not in DEFAULT_MODALITIES))
 
     # --- files ----------------------------------------------------------------------------
 

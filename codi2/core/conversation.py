@@ -34,10 +34,11 @@ class Conversation:
     def ask(self, prompt: Any, media: dict[str, Any] | None = None, **options: Any) -> Answer:
         """One round. ``prompt`` is a placeholder string (with ``media``) or a list of content
         parts. If generation fails the history is left as it was."""
+        modalities = self.model.modalities
         if isinstance(prompt, str):
-            user = normalize_messages(prompt, media)[0]
+            user = normalize_messages(prompt, media, modalities)[0]
         else:
-            user = normalize_messages([{"role": "user", "content": prompt}], media)[0]
+            user = normalize_messages([{"role": "user", "content": prompt}], media, modalities)[0]
         history = [*self.messages, user]
         answer = self.model.generate(history, **options)
         parts = [TextPart(p) if isinstance(p, str) else MediaPart(p.modality, p, name=p.name, target=False) for p in answer.parts]
@@ -56,7 +57,6 @@ class Conversation:
         """Write ``conversation.json`` (content-part form) with every media item as a file beside it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        suffix = {"image": ".png", "audio": ".wav", "video": ".mp4", "text": ".txt"}
         out, k = [], 0
         for msg in self.messages:
             content: list[dict[str, Any]] = []
@@ -65,7 +65,7 @@ class Conversation:
                     content.append({"type": "text", "text": part.text})
                     continue
                 media = part.source if isinstance(part.source, Media) else self.model.load_part(part)
-                path = media.save(directory / f"media{k}{suffix[media.modality]}")
+                path = self.model.modalities.save(media, directory / f"media{k}")
                 k += 1
                 content.append({"type": part.modality, "path": path.name, **({"target": False} if not part.target else {})})
             out.append({"role": msg.role, "content": content})

@@ -1,7 +1,8 @@
 """Conversations: content-part messages, the placeholder prompt form, and validation.
 
 A conversation is a list of ``{"role": "system"|"user"|"assistant", "content": [parts]}`` where
-a part is ``{"type": "text", "text": ...}`` or ``{"type": "image"|"audio"|"video", ...}`` with
+a part is ``{"type": "text", "text": ...}`` or ``{"type": MODALITY, ...}`` (any registered
+modality: image, audio, video, or one a plugin adds) with
 the media under ``path``, ``data`` or a key named after its type (path, bytes, PIL image,
 numpy array, tensor, ``(array, sample_rate)`` or :class:`~codi2.core.types.Media`).
 ``content`` may also be a plain string. A text part with ``"encode": true`` is read through
@@ -27,16 +28,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from codi2.core.types import MEDIA_MODALITIES, MODALITIES, Media
+from codi2.core.modality import resolve_modalities
 from codi2.errors import MessageError, PlaceholderError, UnknownModalityError
 
-ROLES = ("system", "user", "assistant")
+if TYPE_CHECKING:
+    from codi2.core.modality import Modalities
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -83,53 +83,20 @@ class Message:
 # --- modality of an attachment ------------------------------------------------------------
 
 
-def infer_modality(source: Any, *, item: str = "attachment") -> str:
-    """Guess an attachment's modality from its type, shape, file suffix or magic bytes."""
-    if isinstance(source, Media):
-        return source.modality
-    if isinstance(source, Mapping) and source.get("type") in MODALITIES:
-        return source["type"]
-    if isinstance(source, (str, Path)):
-        suffix = Path(source).suffix.lower()
-        for modality, suffixes in (("image", IMAGE_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("video", VIDEO_SUFFIXES)):
-            if suffix in suffixes:
-                return modality
-        if Path(source).is_file():
-            from codi2.core.media import sniff_modality
-
-            return sniff_modality(Path(source))
-        raise UnknownModalityError(
-            f"{item} {str(source)!r}: cannot tell the modality from suffix {suffix or '(none)'}; "
-            "give it explicitly as {'type': 'image'|'audio'|'video', 'path': ...}"
-        )
-    if isinstance(source, (bytes, bytearray)):
-        from codi2.core.media import sniff_modality
-
-        return sniff_modality(bytes(source))
-    if isinstance(source, tuple) and len(source) == 2 and isinstance(source[1], int):
-        return "audio"
-    module = type(source).__module__
-    if module.startswith("PIL"):
-        return "image"
-    shape = getattr(source, "shape", None)
-    if shape is not None:
-        if len(shape) == 1 or (len(shape) == 2 and min(shape) <= 2):
-            return "audio"
-        if len(shape) in (2, 3):
-            return "image"
-        if len(shape) == 4:
-            return "video"
-    raise UnknownModalityError(f"{item}: cannot tell the modality of a {type(source).__name__}")
+def infer_modality(source: Any, *, item: str = "attachment", modalities: Modalities | None = None) -> str:
+    """An attachment's modality from its type, shape, MIME type, file suffix or magic bytes
+    (see :meth:`Modalities.infer`); a typed error when it cannot be told, never None."""
+    return resolve_modalities(modalities).infer(source, item=item).name
 
 
 # --- content-part messages ----------------------------------------------------------------
 
 
-def _media_from_part(part: Mapping[str, Any], where: str) -> MediaPart:
+def _media_from_part(part: Mapping[str, Any], where: str, modalities: Modalities) -> MediaPart:
     modality = part.get("type")
-    if modality not in MODALITIES or modality == "text":
+    if not isinstance(modality, str) or modality not in modalities.media:
         raise UnknownModalityError(
-            f"{where}: unknown part type {modality!r}; known: text, {', '.join(MEDIA_MODALITIES)}"
+            f"{where}: unknown part type {modality!r}; known: text, {', '.join(modalities.media)}"
         )
     sources = [k for k in ("path", "data", modality) if part.get(k) is not None]
     if "url" in part or "image_url" in part:
@@ -142,14 +109,17 @@ def _media_from_part(part: Mapping[str, Any], where: str) -> MediaPart:
     return MediaPart(modality, part[sources[0]], name=part.get("name"), target=bool(part.get("target", True)))
 
 
-def normalize_messages(messages: str | Sequence[Mapping[str, Any] | Message], media: Mapping[str, Any] | None = None) -> list[Message]:
+def normalize_messages(messages: str | Sequence[Mapping[str, Any] | Message], media: Mapping[str, Any] | None = None,
+                       modalities: Modalities | None = None) -> list[Message]:
     """Turn any accepted conversation form into validated :class:`Message` objects.
 
     A string is a single user turn in placeholder form (``media`` fills it). A list holds
-    dicts in the content-part form or :class:`Message` objects.
+    dicts in the content-part form or :class:`Message` objects. ``modalities``: the part
+    types accepted (default: the registered modalities).
     """
+    modalities = resolve_modalities(modalities)
     if isinstance(messages, str):
-        return [Message("user", parse_prompt(messages, media))]
+        return [Message("user", parse_prompt(messages, media, modalities))]
     if media:
         raise MessageError("media=... goes with a placeholder prompt string, not with a message list")
     if not isinstance(messages, Sequence) or not messages:
@@ -185,7 +155,7 @@ def normalize_messages(messages: str | Sequence[Mapping[str, Any] | Message], me
                     else:
                         parts.append(TextPart(part["text"]))
                 else:
-                    parts.append(_media_from_part(part, pw))
+                    parts.append(_media_from_part(part, pw, modalities))
         else:
             raise MessageError(f"{where}: 'content' must be a string or a non-empty list of parts")
         if role == "system" and any(isinstance(p, MediaPart) for p in parts):
@@ -200,8 +170,9 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
-def parse_prompt(prompt: str, media: Mapping[str, Any] | None = None) -> list[Part]:
+def parse_prompt(prompt: str, media: Mapping[str, Any] | None = None, modalities: Modalities | None = None) -> list[Part]:
     """Split ``"... {a} ..."`` into text and media parts, checking attachments both ways."""
+    modalities = resolve_modalities(modalities)
     media = dict(media or {})
     parts: list[Part] = []
     text: list[str] = []
@@ -227,10 +198,10 @@ def parse_prompt(prompt: str, media: Mapping[str, Any] | None = None) -> list[Pa
         text = []
         source = media[name]
         if isinstance(source, Mapping) and "type" in source:
-            part = _media_from_part(source, f"attachment {name!r}")
+            part = _media_from_part(source, f"attachment {name!r}", modalities)
             part.name = name
         else:
-            part = MediaPart(infer_modality(source, item=f"attachment {name!r}"), source, name=name)
+            part = MediaPart(infer_modality(source, item=f"attachment {name!r}", modalities=modalities), source, name=name)
         parts.append(part)
         used.add(name)
     text.append(prompt[pos:])

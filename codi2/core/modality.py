@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codi2.core.types import Media
-from codi2.errors import MediaDecodeError, MediaNotFoundError, UnknownModalityError
+from codi2.errors import MediaLimitError, UnknownModalityError
 
 #: how a page may show an item: natively, or as a download link (with an optional preview)
 DISPLAYS = ("image", "audio", "video", "text", "download")
@@ -40,7 +40,7 @@ class ModalitySpec:
     (shape, duration, ...). ``display`` is how a page shows it (:data:`DISPLAYS`);
     ``preview(media) -> PNG bytes`` goes with ``display="download"``. ``save(media, path)``
     writes a file when the modality writes several formats (default: ``encode`` to
-    ``suffixes[0]``). ``rate_attr`` names the Media field a ``(data, rate)`` pair fills.
+    ``suffixes[0]``). ``noun`` is how a prompt names one item ("an audio clip").
     """
 
     name: str
@@ -57,6 +57,8 @@ class ModalitySpec:
     preview: Callable[[Media], bytes] | None = None
     save: Callable[[Media, Path], Path] | None = None
     is_text: bool = False
+    #: how a prompt names one item ("an audio clip"); default "a <name>" / "an <name>"
+    noun: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +72,8 @@ class ModalitySpec:
             raise ValueError(f"modality {self.name!r}: mime_type must look like 'type/subtype', got {self.mime_type!r}")
         mimes = (self.mime_type, *(m for m in self.mime_types if m != self.mime_type))
         object.__setattr__(self, "mime_types", mimes)
+        if not self.noun:
+            object.__setattr__(self, "noun", f"{'an' if self.name[0] in 'aeiou' else 'a'} {self.name}")
 
     def __repr__(self) -> str:
         return f"ModalitySpec({self.name!r}, suffixes={self.suffixes}, display={self.display!r})"
@@ -80,13 +84,14 @@ class ModalitySpec:
         return self.suffixes[0]
 
     def summary(self, media: Media) -> dict[str, Any]:
-        """``describe(media)`` plus the facts every item has (no data)."""
+        """The facts every item has (type, name, MIME type) plus ``describe(media)`` (default:
+        the data's shape); no data."""
         info: dict[str, Any] = {"type": self.name, "name": media.name, "mime_type": self.mime_type}
         shape = getattr(media.data, "shape", None)
-        if shape is not None:
-            info["shape"] = list(shape)
         if self.describe is not None:
             info.update(self.describe(media))
+        elif shape is not None:
+            info["shape"] = [int(n) for n in shape]
         return info
 
     def write(self, media: Media, path: str | Path) -> Path:
@@ -186,8 +191,10 @@ class Modalities(Mapping[str, ModalitySpec]):
 
     def sniff(self, source: bytes | bytearray | memoryview | str | Path, *, item: str | None = None) -> ModalitySpec:
         """The modality of a file or byte string: magic bytes first, the suffix breaks ties
-        and speaks for files no magic test knows; text last. Never None: an unrecognised
-        file is a :class:`MediaDecodeError`, an ambiguous one an UnknownModalityError."""
+        and speaks for files no magic test knows (and for paths that do not exist); text
+        last. Never None: an unrecognised or ambiguous file, or a missing file with an
+        unknown suffix, is an :class:`UnknownModalityError` naming the registered
+        modalities; an empty one a :class:`MediaLimitError`."""
         suffix_specs: list[ModalitySpec] = []
         if isinstance(source, (bytes, bytearray, memoryview)):
             head = bytes(source[:SNIFF_BYTES])
@@ -205,7 +212,10 @@ class Modalities(Mapping[str, ModalitySpec]):
                     return suffix_specs[0]
                 if suffix_specs:
                     self.by_suffix(path.suffix, item=item)  # raises the ambiguity error
-                raise MediaNotFoundError(f"no such file: {path}", item=item)
+                raise UnknownModalityError(
+                    f"{item}: cannot tell the modality from suffix {path.suffix or '(none)'} and there is no such "
+                    f"file to read; give it as {{'type': MODALITY, 'path': ...}} (registered: {self.known()})"
+                )
             with path.open("rb") as fh:
                 head = fh.read(SNIFF_BYTES)
         magic = [s for s in self._specs.values() if s.sniff and not s.is_text and _safe(s.sniff, head)]
@@ -221,8 +231,11 @@ class Modalities(Mapping[str, ModalitySpec]):
         for spec in self._specs.values():
             if spec.is_text and spec.sniff and _safe(spec.sniff, head):
                 return spec
-        what = "empty" if not head else "not a file of any registered modality"
-        raise MediaDecodeError(f"{what} ({self.known()}); name the modality if it is one", item=item)
+        if not head:
+            raise MediaLimitError("empty (0 bytes)", item=item)
+        raise UnknownModalityError(
+            f"media {item}: not a file of any registered modality ({self.known()}); name the modality if it is one"
+        )
 
     def infer(self, source: Any, *, item: str = "attachment") -> ModalitySpec:
         """The modality of anything a caller may attach: a Media, a ``{"type": ...}`` dict, a
@@ -267,6 +280,28 @@ class Modalities(Mapping[str, ModalitySpec]):
         return self.get(media.modality, where=media.label).summary(media)
 
 
+# --- the process default ------------------------------------------------------------------
+# The core never imports the registry. ``import codi2`` installs a provider that returns the
+# registered modalities; code that holds a collection (a model) passes it explicitly.
+_default_provider: Callable[[], Modalities] | None = None
+
+
+def set_default_modalities(provider: Callable[[], Modalities] | None) -> None:
+    """Install the function that gives the default collection (``import codi2`` does this)."""
+    global _default_provider
+    _default_provider = provider
+
+
+def resolve_modalities(modalities: Modalities | None = None) -> Modalities:
+    """``modalities`` if given, else the process default (the registered modalities). An empty
+    collection (a bare test registry that registers none) counts as not given."""
+    if modalities:
+        return modalities
+    if _default_provider is None:
+        raise UnknownModalityError("no modalities are known: pass modalities=registry.modalities()")
+    return _default_provider()
+
+
 def _safe(test: Callable[[Any], bool], value: Any) -> bool:
     """A recognition test that raises counts as "no" (one plugin's bug must not hide others)."""
     try:
@@ -275,4 +310,4 @@ def _safe(test: Callable[[Any], bool], value: Any) -> bool:
         return False
 
 
-__all__ = ["DISPLAYS", "Modalities", "ModalitySpec"]
+__all__ = ["DISPLAYS", "Modalities", "ModalitySpec", "resolve_modalities", "set_default_modalities"]

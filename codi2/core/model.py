@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from codi2.core.config import ModelConfig
+from codi2.core.config import DEFAULT_MODALITIES, ModelConfig
 from codi2.core.interfaces import LLM, Decoder, Encoder
 from codi2.core.messages import MediaPart, Message, normalize_messages
+from codi2.core.modality import Modalities, resolve_modalities
 from codi2.core.sequence import Markers, TokenSequence, build_sequence
-from codi2.core.types import MEDIA_MODALITIES, Media
+from codi2.core.types import Media
 from codi2.errors import CheckpointError, MessageError, UnknownModalityError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -88,32 +89,44 @@ class Answer:
         content = [{"type": "text", "text": p} if isinstance(p, str) else {"type": p.modality, "data": p, "name": p.name} for p in self.parts]
         return {"role": "assistant", "content": content or [{"type": "text", "text": ""}]}
 
-    def save(self, out_dir: str | Path, stem: str = "output") -> list[Path]:
-        """Write every media item as ``{stem}{k}.png|.wav|.mp4``; returns the paths."""
-        suffix = {"image": ".png", "audio": ".wav", "video": ".mp4", "text": ".txt"}
-        return [m.save(Path(out_dir) / f"{stem}{k}{suffix[m.modality]}") for k, m in enumerate(self.media)]
+    def save(self, out_dir: str | Path, stem: str = "output", modalities: Modalities | None = None) -> list[Path]:
+        """Write every media item as ``{stem}{k}`` plus its modality's suffix (``.png``,
+        ``.wav``, ``.mp4``, ...); returns the paths."""
+        modalities = resolve_modalities(modalities)
+        return [modalities.save(m, Path(out_dir) / f"{stem}{k}") for k, m in enumerate(self.media)]
 
 
 class CoDi2Model(nn.Module):
-    def __init__(self, config: ModelConfig, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder]):
+    """``modalities``: the modality specs media are read and written with (default: the
+    registered ones). The model reads and writes only the modalities its config names
+    (:meth:`ModelConfig.marker_modalities`), each with a marker row pair."""
+
+    def __init__(self, config: ModelConfig, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder],
+                 modalities: Modalities | None = None):
         super().__init__()
         self.config = config
+        self.modalities = resolve_modalities(modalities)
         self.encoders = nn.ModuleList(encoders)
         self.llm = llm
         self.decoders = nn.ModuleDict(dict(decoders))
+        self.markers = Markers(llm.vocab_size, config.marker_modalities())
         self.encoder_for: dict[str, Encoder] = {}
         for enc, enc_cfg in zip(encoders, config.encoders):
             for modality in enc_cfg.modalities or enc.modalities:
                 if modality not in enc.modalities:
                     raise UnknownModalityError(f"encoder {enc.name!r} cannot encode {modality!r}; it encodes {', '.join(enc.modalities)}")
+                if modality not in self.markers.modalities and not enc_cfg.modalities:
+                    continue  # a modality this model's config does not name (e.g. one added to the encoder later)
+                self.markers.open(modality)  # an explicit list must be covered by the config's modalities
                 self.encoder_for.setdefault(modality, enc)
         for modality, dec in decoders.items():
             if dec.modality != modality:
                 raise UnknownModalityError(f"decoder {dec.name!r} produces {dec.modality}, but is configured for {modality}")
+            self.markers.open(modality)
+        self.modalities.check([*self.encoder_for, *decoders], where="model")
 
         hidden = llm.hidden_size
         width = config.projector_hidden or hidden
-        self.markers = Markers(llm.vocab_size)
         self.in_proj = nn.ModuleDict({m: Projector(e.embed_dim, width, hidden) for m, e in self.encoder_for.items()})
         self.out_proj = nn.ModuleDict({m: Projector(hidden, width, d.condition.dim) for m, d in decoders.items()})
         scale = self._embedding_scale()
@@ -130,7 +143,7 @@ class CoDi2Model(nn.Module):
     # --- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: ModelConfig | Mapping | str | Path, registry: Any = None) -> CoDi2Model:
+    def from_config(cls, config: ModelConfig | Mapping | str | Path, registry: Any = None, modalities: Modalities | None = None) -> CoDi2Model:
         """Build every component through the plugin registry (the default one if not given)."""
         if isinstance(config, (str, Path)):
             config = ModelConfig.from_file(config)
@@ -143,15 +156,21 @@ class CoDi2Model(nn.Module):
         encoders = [registry.load("encoder", c) for c in config.encoders]
         llm = registry.load("llm", config.llm)
         decoders = {m: registry.load("decoder", c) for m, c in config.decoders.items()}
-        return cls(config, encoders, llm, decoders)
+        return cls(config, encoders, llm, decoders, modalities or registry.modalities())
 
     @classmethod
-    def from_components(cls, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder] | None = None, **settings: Any) -> CoDi2Model:
+    def from_components(cls, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder] | None = None, *,
+                        modalities: Modalities | None = None, **settings: Any) -> CoDi2Model:
         """Compose already-built components (the integrator's path). ``settings`` are
         :class:`ModelConfig` fields such as ``loss`` or ``generation``. A component's ``name``
         and ``options`` attribute (if any) become its entry in the config, so a model built
-        from registered plugins saves a config that rebuilds it."""
+        from registered plugins saves a config that rebuilds it. Modalities beyond the
+        default four that the components handle get marker rows (config ``modalities``)."""
         decoders = dict(decoders or {})
+        used = [m for e in encoders for m in e.modalities] + list(decoders)
+        extra = [m for m in dict.fromkeys(used) if m not in DEFAULT_MODALITIES]
+        if extra:
+            settings.setdefault("modalities", [*DEFAULT_MODALITIES, *extra])
 
         def named(component: Any) -> dict[str, Any]:  # plugin name + the options it was built with, if it says
             options = getattr(component, "options", None)
@@ -164,7 +183,7 @@ class CoDi2Model(nn.Module):
             "decoders": {m: named(d) for m, d in decoders.items()},
             **settings,
         }, source="CoDi2Model.from_components")
-        return cls(config, encoders, llm, decoders)
+        return cls(config, encoders, llm, decoders, modalities)
 
     def _embedding_scale(self) -> float:
         with torch.no_grad():
@@ -215,9 +234,7 @@ class CoDi2Model(nn.Module):
         if part.modality in self.encoder_for:
             media = self.encoder_for[part.modality].load_media(part.source, part.modality, name=part.name)
         else:
-            from codi2.core.media import load_media
-
-            media = load_media(part.source, part.modality, name=part.name)
+            media = self.modalities.load(part.source, part.modality, name=part.name)
         if part.name and not media.name:
             media.name = part.name
         return media
@@ -227,7 +244,7 @@ class CoDi2Model(nn.Module):
         seqs = []
         for i, conversation in enumerate(conversations):
             try:
-                seqs.append(self.sequence(normalize_messages(conversation), training=training))
+                seqs.append(self.sequence(normalize_messages(conversation, modalities=self.modalities), training=training))
             except MessageError as exc:
                 raise type(exc)(f"conversation {i}: {exc}") from None
         return self.batch(seqs)
@@ -347,7 +364,7 @@ class CoDi2Model(nn.Module):
         """
         from codi2.core.generation import generate
 
-        return generate(self, normalize_messages(prompt, media), **options)
+        return generate(self, normalize_messages(prompt, media, self.modalities), **options)
 
     def chat(self, system: str | None = None) -> Any:
         """A multi-round :class:`~codi2.core.conversation.Conversation` with this model."""
@@ -402,7 +419,8 @@ class CoDi2Model(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, registry: Any = None, *, device: str | None = None, components: Mapping[str, Any] | None = None) -> CoDi2Model:
+    def from_pretrained(cls, directory: str | Path, registry: Any = None, *, device: str | None = None, components: Mapping[str, Any] | None = None,
+                        modalities: Modalities | None = None) -> CoDi2Model:
         """Load a saved model: backbones through the registry (or prebuilt ``components``:
         ``{"encoders": [...], "llm": ..., "decoders": {...}}``), then the trained weights."""
         from safetensors import SafetensorError
@@ -413,9 +431,9 @@ class CoDi2Model(nn.Module):
             raise CheckpointError(f"{directory}: not a codi2 model directory (no {CONFIG_FILE})")
         config = ModelConfig.from_file(directory / CONFIG_FILE)
         if components:
-            model = cls(config, components["encoders"], components["llm"], components.get("decoders", {}))
+            model = cls(config, components["encoders"], components["llm"], components.get("decoders", {}), modalities)
         else:
-            model = cls.from_config(config, registry)
+            model = cls.from_config(config, registry, modalities)
         weights = directory / WEIGHTS_FILE
         if weights.is_file():
             try:
@@ -437,4 +455,4 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
-__all__ = ["Answer", "Batch", "CoDi2Model", "MEDIA_MODALITIES", "Projector"]
+__all__ = ["Answer", "Batch", "CoDi2Model", "Projector"]

@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from codi2.core.messages import MediaPart, Message, TextPart
-from codi2.core.types import MODALITIES
-from codi2.errors import MessageError, TemplateError
+from codi2.errors import MessageError, TemplateError, UnknownModalityError
 
 _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
@@ -30,12 +29,17 @@ FILL_ID = 0  # id at feature and slot positions; their embeddings are replaced
 
 @dataclass(frozen=True)
 class Markers:
-    """Ids of the ``<modality>`` / ``</modality>`` markers, placed after the LLM's vocabulary."""
+    """Ids of the ``<modality>`` / ``</modality>`` markers, placed after the LLM's vocabulary,
+    two rows per modality in the order the model config gives (``marker_modalities()``)."""
 
     vocab_size: int
-    modalities: tuple[str, ...] = MODALITIES
+    modalities: tuple[str, ...]
 
     def open(self, modality: str) -> int:
+        if modality not in self.modalities:
+            raise UnknownModalityError(
+                f"this model has no markers for {modality!r}; it has: {', '.join(self.modalities)}"
+            )
         return self.vocab_size + 2 * self.modalities.index(modality)
 
     def close(self, modality: str) -> int:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
-
-Modality = Literal["image", "audio", "video", "text"]
-MEDIA_MODALITIES: tuple[str, ...] = ("image", "audio", "video")
-MODALITIES: tuple[str, ...] = (*MEDIA_MODALITIES, "text")
+    from codi2.core.modality import Modalities
 
 
 @dataclass(frozen=True)
@@ -29,6 +25,9 @@ class ConditionSpec:
 @dataclass
 class Media:
     """One validated media item, in the raw form every component agrees on.
+
+    ``modality`` names a registered modality (:mod:`codi2.core.modality`); its spec says what
+    ``data`` holds. The built-in ones:
 
     - image: ``data`` is a uint8 array ``[H, W, 3]`` (RGB)
     - audio: ``data`` is a float32 array ``[samples]`` in [-1, 1], mono, at ``sample_rate``
@@ -70,16 +69,16 @@ class Media:
             h.update(arr.tobytes())
         return h.hexdigest()
 
-    def save(self, path: str | Path) -> Path:
-        """Write the item: PNG (image), WAV (audio), MP4 or GIF (video), UTF-8 text (text)."""
-        from codi2.core.media import save_media
+    def save(self, path: str | Path, modalities: Modalities | None = None) -> Path:
+        """Write the item as its modality writes files (the suffix picks among its formats;
+        none of them: its default suffix is appended). ``modalities``: where to look the
+        modality up (default: the registered ones)."""
+        from codi2.core.modality import resolve_modalities
 
-        return save_media(self, path)
+        return resolve_modalities(modalities).save(self, path)
 
     @property
     def duration(self) -> float | None:
-        if self.modality == "audio" and self.sample_rate:
-            return len(self.data) / self.sample_rate
-        if self.modality == "video" and self.fps:
-            return len(self.data) / self.fps
-        return None
+        """Seconds, for items with a sample rate (samples) or an fps (frames); else None."""
+        rate = self.sample_rate or self.fps
+        return len(self.data) / rate if rate and not isinstance(self.data, str) else None

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codi2.core.messages import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from codi2.core.modality import resolve_modalities
 from codi2.errors import DatasetError
 
 # --- DreamBench ---------------------------------------------------------------------------------
@@ -68,7 +68,8 @@ class Subject:
         return LIVE_PROMPTS if self.live else OBJECT_PROMPTS
 
 
-def _media_files(folder: Path, suffixes: set[str]) -> list[Path]:
+def _media_files(folder: Path, modality: str) -> list[Path]:
+    suffixes = resolve_modalities().get(modality).suffixes
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
 
 
@@ -115,7 +116,7 @@ def dreambench_subjects(data: str | Path) -> list[Subject]:
     classes = _read_classes(data)
     subjects = []
     for folder in sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = _media_files(folder, IMAGE_SUFFIXES)
+        images = _media_files(folder, "image")
         if not images:
             raise DatasetError(f"DreamBench subject folder {str(folder)!r} holds no images")
         entry = classes.get(folder.name)
@@ -265,14 +266,12 @@ def audio_edit_records(data: str | Path) -> list[Record]:
 
 # --- output folders ---------------------------------------------------------------------------------
 
-_MODALITY_SUFFIXES = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "video": VIDEO_SUFFIXES}
-
-
 def modality_of(path: Path) -> str:
-    for modality, suffixes in _MODALITY_SUFFIXES.items():
-        if path.suffix.lower() in suffixes:
-            return modality
-    raise DatasetError(f"{str(path)!r}: not a media file codi2 can score (suffix {path.suffix!r})")
+    """The registered media modality whose suffix ``path`` has."""
+    spec = resolve_modalities().by_suffix(path.suffix, item=repr(str(path))) if path.suffix else None
+    if spec is None or spec.is_text:
+        raise DatasetError(f"{str(path)!r}: not a media file codi2 can score (suffix {path.suffix!r})")
+    return spec.name
 
 
 def _by_stem(folder: Path, role: str) -> dict[str, Path]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from codi2.core.modality import resolve_modalities
 from codi2.core.types import Media
 from codi2.errors import ConfigError, MediaError
 from codi2.evaluation.data import (
@@ -39,7 +40,6 @@ DEFAULT_METRICS = {
     "image": ("dino", "clip-i"),
     "audio": ("lsd", "kl", "fd"),
 }
-_SUFFIX = {"image": ".png", "audio": ".wav"}
 _FOLDER = {"image": "images", "audio": "audio"}
 
 
@@ -99,18 +99,17 @@ def _score_group(metrics: Mapping[str, Any], group: str, names: list[str], gener
 
 def _generate(model: Any, messages: list[dict[str, Any]], modality: str, path: Path, *, seed: int,
               options: Mapping[str, Any], resume: bool, what: str) -> Media:
-    from codi2.core.media import load_media
-
+    modalities = resolve_modalities(getattr(model, "modalities", None))
     if resume and path.is_file():
-        return load_media(path, modality, name=path.name)
+        return modalities.load(path, modality, name=path.name)
     answer = model.generate(messages, seed=seed, **options)
     made = [m for m in answer.media if m.modality == modality]
     if not made:
         text = (answer.text or "").strip().replace("\n", " ")
         raise MediaError(f"the model answered without an {modality} (text: {text[:80]!r})", item=what)
     path.parent.mkdir(parents=True, exist_ok=True)
-    made[0].save(path)
-    return load_media(path, modality, name=path.name)
+    modalities.save(made[0], path)
+    return modalities.load(path, modality, name=path.name)
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -212,10 +211,11 @@ def _run_records(task: str, model: Any, records: list[Record], modality: str, ou
                  config: dict[str, Any]) -> EvalResult:
     result = EvalResult(task, run, {}, {}, config={**config, "out": str(out)})
     by_group: dict[str, list[tuple[Record, Media]]] = {}
+    suffix = resolve_modalities(getattr(model, "modalities", None)).get(modality).suffix  # the file format written
     with _progress(len(records), task) as bar:
         for record in records:
             safe_id = record.id.replace("/", "_")
-            path = out / _FOLDER[modality] / record.group / f"{safe_id}{_SUFFIX[modality]}"
+            path = out / _FOLDER[modality] / record.group / f"{safe_id}{suffix}"
             media = _generate(model, record.messages, modality, path, seed=0, options=generate_options,
                               resume=resume, what=f"{record.id} ({record.source})")
             by_group.setdefault(record.group, []).append((record, media))
@@ -267,13 +267,15 @@ def score_folders(generated: str | Path, references: str | Path, *, registry: An
     Image folders default to DINO and CLIP-I (plus CLIP-T when ``texts`` are given), audio
     folders to LSD, KL and FD. ``texts`` maps a file name (without suffix) to its text.
     """
-    from codi2.core.media import load_media
     from codi2.errors import DatasetError
 
     modality, pairs = pair_folders(generated, references)
     # read every file first: a bad file fails before any feature network loads
-    gen = [load_media(g, modality, name=g.name) for _, g, _ in pairs]
-    ref = [load_media(r, modality, name=r.name) for _, _, r in pairs]
+    read = resolve_modalities().get(modality).load
+    gen = [read(g, name=g.name) for _, g, _ in pairs]
+    ref = [read(r, name=r.name) for _, _, r in pairs]
+    if metrics is None and modality not in DEFAULT_METRICS:
+        raise DatasetError(f"no default metrics for {modality}; name the metrics that score it")
     if metrics is None:
         metrics = list(DEFAULT_METRICS[modality]) + (["clip-t"] if texts and modality == "image" else [])
     loaded = load_metrics(registry, metrics, metric_options)

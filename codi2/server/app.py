@@ -32,6 +32,7 @@ from starlette.formparsers import MultiPartException
 
 from codi2 import __version__
 from codi2.core.messages import Message
+from codi2.core.modality import resolve_modalities
 from codi2.errors import (
     Codi2Error,
     MediaDecodeError,
@@ -177,7 +178,6 @@ def create_app(
 
     settings = (settings or ServerSettings()).validate()
     engine = Engine(settings, model=model, loader=loader)
-    engine.modalities = _modalities(registry)  # how answers write and show each modality
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -249,7 +249,8 @@ def create_app(
         the answer's ``content`` is Markdown text linking each generated item, ``media`` lists
         them (``url`` or ``data``); ``stream: true`` sends ``chat.completion.chunk`` events.
         ``session_id`` continues a conversation the server kept (send only the new turn)."""
-        messages = await asyncio.to_thread(parse_chat_messages, body, settings, engine.media)
+        messages = await asyncio.to_thread(parse_chat_messages, body, settings, getattr(engine.model, "modalities", None),
+                                           engine.media)  # fmt: skip
         return await _answer(request, messages, body)
 
     @app.post(
@@ -287,7 +288,7 @@ def create_app(
                     files[key] = (await value.read(), value.content_type, value.filename)
         finally:
             await form.close()
-        messages, params = await asyncio.to_thread(parse_multipart, fields, files, settings)
+        messages, params = await asyncio.to_thread(parse_multipart, fields, files, settings, getattr(engine.model, "modalities", None))
         return await _answer(request, messages, params)
 
     # --- media and sessions -------------------------------------------------------------
@@ -344,7 +345,8 @@ def create_app(
         engine.check_ready()
         from codi2.server.examples import load_examples
 
-        return {"examples": await asyncio.to_thread(load_examples, engine.model, engine.modalities)}
+        modalities = resolve_modalities(getattr(engine.model, "modalities", None))
+        return {"examples": await asyncio.to_thread(load_examples, engine.model, modalities)}
 
     @app.get("/v1/plugins", tags=["about"], summary="Installed plugins and their components")
     async def plugins() -> dict[str, Any]:
@@ -368,12 +370,6 @@ def create_app(
         return Response(_web_file(name), media_type=STATIC_FILES[name], headers=page_headers)
 
     return app
-
-
-def _modalities(registry: Any) -> Any:
-    from codi2.registry import default_registry
-
-    return (registry or default_registry()).modalities()
 
 
 def _web_file(name: str) -> str:

@@ -13,14 +13,15 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from codi2.attachments import load_attachment
 from codi2.core.config import format_validation_error
 from codi2.core.messages import Message, normalize_messages
-from codi2.core.types import MEDIA_MODALITIES, Media
+from codi2.core.modality import resolve_modalities
+from codi2.core.types import Media
 from codi2.errors import (
     MediaDecodeError,
     MediaLimitError,
@@ -29,6 +30,9 @@ from codi2.errors import (
     UnknownModalityError,
 )
 from codi2.server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from codi2.core.modality import Modalities
 
 # --- the JSON request -----------------------------------------------------------------------
 
@@ -90,7 +94,7 @@ class ChatMessage(BaseModel):
     media: list[Any] | None = None
     content: str | list[dict[str, Any]] = Field(
         description='a string, or content parts: {"type": "text", "text": ...}, '
-        '{"type": "image"|"audio"|"video", "data": BASE64_OR_DATA_URI}, '
+        '{"type": MODALITY (image, audio, video or a plugin\'s), "data": BASE64_OR_DATA_URI}, '
         '{"type": "image_url", "image_url": {"url": DATA_URI}}, '
         '{"type": "input_audio", "input_audio": {"data": BASE64, "format": "wav"}}'
     )
@@ -160,12 +164,12 @@ def decode_inline(data: Any, where: str, settings: ServerSettings) -> tuple[byte
     return raw, mime
 
 
-def _modality_of_mime(mime: str | None) -> str | None:
-    major = (mime or "").split("/", 1)[0].lower()
-    return major if major in MEDIA_MODALITIES else None
+def _modality_of_mime(mime: str | None, modalities: Modalities) -> str | None:
+    spec = modalities.by_mime(mime) if mime else None
+    return spec.name if spec is not None and not spec.is_text else None
 
 
-def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings) -> dict[str, Any]:
+def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings, modalities: Modalities) -> dict[str, Any]:
     kind = part.get("type")
     if "path" in part or "file" in part:
         raise PathNotAllowedError(
@@ -183,7 +187,7 @@ def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings) -
         if not isinstance(spec, Mapping) or "data" not in spec:
             raise MessageError(f"{where}: input_audio needs {{'data': BASE64, 'format': 'wav'}}")
         modality, data, name = "audio", spec["data"], None
-    elif kind in MEDIA_MODALITIES:
+    elif kind in modalities.media:
         unknown = set(part) - {"type", "data", "name"}
         if "url" in part:
             raise PathNotAllowedError(f"{where}: URLs are never fetched; send the bytes as base64 'data'")
@@ -194,30 +198,34 @@ def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings) -
         modality, data, name = kind, part["data"], part.get("name")
     else:
         raise UnknownModalityError(
-            f"{where}: unknown part type {kind!r}; known: text, {', '.join(MEDIA_MODALITIES)}, image_url, input_audio"
+            f"{where}: unknown part type {kind!r}; known: text, {', '.join(modalities.media)}, image_url, input_audio"
         )
     if name is not None and (not isinstance(name, str) or len(name) > 64):
         raise MessageError(f"{where}: 'name' must be a string of at most 64 characters")
     raw, mime = decode_inline(data, where, settings)
-    declared = _modality_of_mime(mime)
+    declared = _modality_of_mime(mime, modalities)
     if mime is not None and declared != modality:
         raise MediaDecodeError(f"{where}: a {modality} part carries a {mime} data URI")
     media = load_attachment(raw, name=name or "media", modality=modality, limits=settings.limits,
-                            video_frames=settings.video_frames, label=f"in {where}")  # fmt: skip
+                            video_frames=settings.video_frames, label=f"in {where}", modalities=modalities)  # fmt: skip
     media.name = name
     return {"type": modality, "data": media, **({"name": name} if name else {})}
 
 
-def parse_chat_messages(request: ChatRequest, settings: ServerSettings, media_store: Any = None) -> list[Message]:
+def parse_chat_messages(request: ChatRequest, settings: ServerSettings, modalities: Modalities | None = None,
+                        media_store: Any = None) -> list[Message]:  # fmt: skip
     """The request's messages with every media item decoded and checked (runs off the loop).
-    With ``media_store``, assistant answers' links to this server's media become the items."""
+    ``modalities``: the served model's (default: the registered ones). With ``media_store``,
+    assistant answers' links to this server's media become the items."""
+    modalities = resolve_modalities(modalities)
     if len(request.messages) > settings.max_messages:
         raise MessageError(f"{len(request.messages)} messages, over this server's limit of {settings.max_messages}")
     out = []
     for i, msg in enumerate(request.messages):
         if isinstance(msg.content, str) and msg.role == "assistant" and media_store is not None:
             # an earlier answer sent back as it came: its links to this server's media are the items
-            out.append({"role": msg.role, "content": linked_media_parts(msg.content, media_store, f"message {i}", settings)})
+            content = linked_media_parts(msg.content, media_store, f"message {i}", settings, modalities)
+            out.append({"role": msg.role, "content": content})
             continue
         if isinstance(msg.content, str):
             out.append({"role": msg.role, "content": msg.content})
@@ -232,15 +240,15 @@ def parse_chat_messages(request: ChatRequest, settings: ServerSettings, media_st
                     raise MessageError(f"{where}: a text part is {{'type': 'text', 'text': str}}")
                 content.append(part)
             else:
-                item = _media_part(part, where, settings)
+                item = _media_part(part, where, settings, modalities)
                 if msg.role == "assistant":
                     item["target"] = False  # earlier answers are history, read like user media
                 content.append(item)
         out.append({"role": msg.role, "content": content})
-    return normalize_messages(out)
+    return normalize_messages(out, modalities=modalities)
 
 
-def linked_media_parts(text: str, store: Any, where: str, settings: ServerSettings) -> list[dict[str, Any]]:
+def linked_media_parts(text: str, store: Any, where: str, settings: ServerSettings, modalities: Modalities) -> list[dict[str, Any]]:
     """Content parts of an answer's Markdown: its links to ``/v1/media/{id}`` of this server
     become the stored items (looked up in memory; nothing is fetched)."""
     from codi2.server.responses import split_media_links
@@ -254,8 +262,8 @@ def linked_media_parts(text: str, store: Any, where: str, settings: ServerSettin
         if stored is None:
             raise MessageError(f"{where}: its link to media {piece!r} is unknown or expired here; send the item "
                                "inline as a content part, or continue with session_id")  # fmt: skip
-        media = load_attachment(stored.data, name=stored.filename, limits=settings.limits,
-                                video_frames=settings.video_frames, label=f"in {where}")  # fmt: skip
+        media = load_attachment(stored.data, name=stored.filename, limits=settings.limits, video_frames=settings.video_frames,
+                                label=f"in {where}", modalities=modalities)  # fmt: skip
         parts.append({"type": media.modality, "data": media, "target": False})
     return parts or [{"type": "text", "text": ""}]
 
@@ -275,9 +283,11 @@ def parse_multipart(
     fields: Mapping[str, str],
     files: Mapping[str, tuple[bytes, str | None, str | None]],
     settings: ServerSettings,
+    modalities: Modalities | None = None,
 ) -> tuple[list[Message], GenerationParams]:
     """A placeholder prompt (``prompt``: "Make {a} blue"), one uploaded file per placeholder
     (the form field's name is the placeholder's), and the generation options as fields."""
+    modalities = resolve_modalities(modalities)
     unknown = set(fields) - MULTIPART_FIELDS
     if unknown:
         raise MessageError(f"unknown form field(s) {sorted(unknown)}; files go in fields named after their placeholder")
@@ -293,14 +303,15 @@ def parse_multipart(
     media: dict[str, Media] = {}
     for field_name, (data, content_type, filename) in files.items():
         label = f"{filename!r} (field {field_name!r})" if filename else repr(field_name)
-        declared = _modality_of_mime(content_type)
+        declared = _modality_of_mime(content_type, modalities)
         if content_type and declared is None and content_type != "application/octet-stream":
-            raise MediaDecodeError(f"content type {content_type!r} is not image/*, audio/* or video/*", item=label)
+            kinds = ", ".join(modalities[m].mime_type for m in modalities.media)
+            raise MediaDecodeError(f"content type {content_type!r} is not a media type this server reads ({kinds}, ...)", item=label)
         media[field_name] = load_attachment(data, name=field_name, modality=declared, limits=settings.limits,
-                                            video_frames=settings.video_frames, label=label)  # fmt: skip
-    messages = normalize_messages(prompt, media)
+                                            video_frames=settings.video_frames, label=label, modalities=modalities)  # fmt: skip
+    messages = normalize_messages(prompt, media, modalities)
     if fields.get("system"):
-        messages = [*normalize_messages([{"role": "system", "content": fields["system"]}]), *messages]
+        messages = [*normalize_messages([{"role": "system", "content": fields["system"]}], modalities=modalities), *messages]
     return messages, params
 
 

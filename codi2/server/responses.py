@@ -136,6 +136,8 @@ class MessageBuilder:
         facts = {k: v for k, v in spec.summary(item).items() if v is not None and k not in ("type", "name", "mime_type")}
         entry = {"modality": item.modality, "name": item.name or item.modality, "mime_type": fmt.mime_type,
                  "display": fmt.display, "bytes": len(data), **facts}  # fmt: skip
+        if spec.preview is not None:  # a picture of an item no page can show natively
+            entry["preview"] = "data:image/png;base64," + base64.b64encode(spec.preview(item)).decode("ascii")
         if self.inline:
             entry["data"] = base64.b64encode(data).decode("ascii")
         else:

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from codi2.core.messages import MediaPart, Message, TextPart
+from codi2.core.modality import resolve_modalities
 from codi2.errors import Codi2Error
 from codi2.server.engine import Engine, ServerError
 from codi2.server.inputs import GenerationParams
@@ -80,7 +81,8 @@ def make_work(engine: Engine, messages: list[Message], params: GenerationParams,
             history = session.messages
         conversation = [*history, *messages]
         prompt_tokens = len(model.sequence(conversation, training=False, add_generation_prompt=True))
-        builder = MessageBuilder(modalities=engine.modalities, base_url=base_url, inline=params.media_format == "base64", store=engine.media,
+        modalities = resolve_modalities(getattr(model, "modalities", None))  # how each item is written and shown
+        builder = MessageBuilder(modalities=modalities, base_url=base_url, inline=params.media_format == "base64", store=engine.media,
                                  audio=audio, ttl=engine.settings.media_ttl)  # fmt: skip
         text = _TextStream()
         rendering: dict[str, str] = {}  # the modality of the item being rendered

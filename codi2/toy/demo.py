@@ -31,7 +31,12 @@ DEMO_PLAN: tuple[tuple[str, bool | None], ...] = (
     ("image_exemplar", True),
     ("audio_exemplar", True),
 )
-_SUFFIX = {"image": ".png", "audio": ".wav", "video": ".gif", "text": ".txt"}
+
+
+def save_lossless(media: Any, stem: Path) -> Path:
+    """Write ``media`` as ``stem`` + its modality's suffix; the toy world's videos (tiny flat
+    clips) as GIF, which keeps them lossless."""
+    return media.save(stem.with_name(stem.name + ".gif") if media.modality == "video" else stem)
 
 
 @dataclass
@@ -108,15 +113,16 @@ def run_demo(
 
 def _display(modality: str) -> str:
     """How a page shows ``modality`` (its registered spec's ``display``)."""
-    from codi2.registry import default_registry
+    from codi2.core.modality import resolve_modalities
 
-    modalities = default_registry().modalities()
+    modalities = resolve_modalities()
     return modalities[modality].display if modality in modalities else "download"
 
 
-def _save(media: Any, path: Path) -> Path:
-    """Write ``media``; a sound also gets its spectrogram picture beside it (``NAME.spec.png``)."""
-    written = media.save(path)
+def _save(media: Any, stem: Path) -> Path:
+    """Write ``media`` (:func:`save_lossless`); a sound also gets its spectrogram picture beside
+    it (``NAME.spec.png``)."""
+    written = save_lossless(media, stem)
     if _display(media.modality) == "audio":
         from codi2.core.media.spectrogram import spectrogram_png
 
@@ -127,7 +133,7 @@ def _save(media: Any, path: Path) -> Path:
 def _run_entry(model: Any, sample: Sample, out: Path, stem: str, options: dict[str, Any], seed: int) -> DemoEntry:
     entry = DemoEntry(sample)
     for name, media in sample.media.items():
-        entry.files[name] = _save(media, out / f"{stem}_{name}{_SUFFIX[media.modality]}").name
+        entry.files[name] = _save(media, out / f"{stem}_{name}").name
     t0 = time.perf_counter()
     try:
         answers = []
@@ -149,7 +155,7 @@ def _run_entry(model: Any, sample: Sample, out: Path, stem: str, options: dict[s
         entry.checks += judge([next(expected) for _ in range(sample.rounds[r])], answer.media, answer.text)
         files = []
         for j, media in enumerate(answer.media):
-            path = _save(media, out / f"{stem}_r{r}_out{j}{_SUFFIX.get(media.modality, '.bin')}")
+            path = _save(media, out / f"{stem}_r{r}_out{j}")
             files.append((media.modality, path.name))
         entry.outputs.append(files)
     return entry

@@ -368,11 +368,10 @@ def write_dataset(samples: list[Any], folder: Path) -> Path:
     """The task samples' conversations as a codi2 JSONL dataset (:mod:`codi2.training.data`):
     ``folder/train.jsonl`` and ``folder/media/`` (one file per distinct item, named by content;
     images PNG, audio 16-bit WAV, video GIF — all lossless for this world)."""
-    from codi2.core.media import save_media
     from codi2.core.types import Media
+    from codi2.toy.demo import save_lossless
     from codi2.training.data import write_jsonl
 
-    suffix = {"image": ".png", "audio": ".wav", "video": ".gif"}
     paths: dict[str, str] = {}
 
     def on_disk(part: dict[str, Any]) -> dict[str, Any]:
@@ -381,8 +380,7 @@ def write_dataset(samples: list[Any], folder: Path) -> Path:
             return part
         key = media.content_hash()
         if key not in paths:
-            paths[key] = f"media/{key[:20]}{suffix[media.modality]}"
-            save_media(media, folder / paths[key])
+            paths[key] = "media/" + save_lossless(media, folder / "media" / key[:20]).name
         return {**{k: v for k, v in part.items() if k != "data"}, "path": paths[key]}
 
     records = ({"id": f"{s.task}-{k}", "meta": {"task": s.task, "variant": s.variant},

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from codi2.core.types import MEDIA_MODALITIES
+from codi2.core.modality import Modalities, resolve_modalities
 from codi2.errors import Codi2Error, DatasetError
 
 RECORD_KEYS = ("id", "messages", "meta")
@@ -132,8 +132,10 @@ def resolve_media_path(value: str, base: Path) -> Path:
     return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
-def check_record(record: Any, file: str | Path, line: int, *, decode: bool = False) -> tuple[Sample | None, list[Problem]]:
+def check_record(record: Any, file: str | Path, line: int, *, decode: bool = False,
+                 modalities: Modalities | None = None) -> tuple[Sample | None, list[Problem]]:
     """Validate one parsed line. Returns the sample (paths resolved) or the problems found."""
+    modalities = resolve_modalities(modalities)
     file = str(file)
     base = Path(file).resolve().parent
     problems: list[Problem] = []
@@ -181,10 +183,10 @@ def check_record(record: Any, file: str | Path, line: int, *, decode: bool = Fal
         parts = []
         for j, part in enumerate(content):
             pw = f"{where}.content[{j}]"
-            fixed = _check_part(part, pw, base, problem)
+            fixed = _check_part(part, pw, base, problem, modalities)
             if fixed is not None:
                 parts.append(fixed)
-                if fixed.get("type") in MEDIA_MODALITIES and "path" in fixed:
+                if fixed.get("type") in modalities.media and "path" in fixed:
                     media_paths.append((f"{pw}.path", fixed["type"], Path(fixed["path"])))
         resolved.append({**message, "content": parts})
     if problems:
@@ -193,7 +195,7 @@ def check_record(record: Any, file: str | Path, line: int, *, decode: bool = Fal
     from codi2.core.messages import normalize_messages
 
     try:
-        normalized = normalize_messages(resolved)
+        normalized = normalize_messages(resolved, modalities=modalities)
     except Codi2Error as exc:
         problem("messages", str(exc))
         return None, problems
@@ -201,11 +203,9 @@ def check_record(record: Any, file: str | Path, line: int, *, decode: bool = Fal
         problem("messages", "no assistant message to learn from (every training sample needs a target turn)")
         return None, problems
     if decode:
-        from codi2.core.media import load_media
-
         for where, modality, path in media_paths:
             try:
-                load_media(path, modality, sample_rate=None)
+                modalities.load(path, modality, sample_rate=None)
             except Codi2Error as exc:
                 problem(where, str(exc))
         if problems:
@@ -214,7 +214,7 @@ def check_record(record: Any, file: str | Path, line: int, *, decode: bool = Fal
     return sample, problems
 
 
-def _check_part(part: Any, where: str, base: Path, problem: Any) -> dict[str, Any] | None:
+def _check_part(part: Any, where: str, base: Path, problem: Any, modalities: Modalities) -> dict[str, Any] | None:
     if not isinstance(part, Mapping):
         problem(where, f"expected an object with a 'type', got {type(part).__name__}")
         return None
@@ -227,8 +227,8 @@ def _check_part(part: Any, where: str, base: Path, problem: Any) -> dict[str, An
         for key in sorted(set(part) - {"type", "text", "encode"}):
             problem(f"{where}.{key}", "unknown key in a text part (known: type, text, encode)")
         return dict(part)
-    if kind not in MEDIA_MODALITIES:
-        problem(f"{where}.type", f"unknown part type {kind!r}; known: text, {', '.join(MEDIA_MODALITIES)}")
+    if kind not in modalities.media:
+        problem(f"{where}.type", f"unknown part type {kind!r}; known: text, {', '.join(modalities.media)}")
         return None
     allowed = {"type", "path", "data", "name", "target"}
     for key in sorted(set(part) - allowed):
@@ -260,21 +260,25 @@ def _check_part(part: Any, where: str, base: Path, problem: Any) -> dict[str, An
 # --- whole files ------------------------------------------------------------------------------
 
 
-def iter_samples(paths: str | Path | Sequence[str | Path], *, decode: bool = False) -> Iterator[tuple[Sample | None, list[Problem]]]:
-    """Check every line of every file; yields ``(sample, [])`` or ``(None, problems)``."""
+def iter_samples(paths: str | Path | Sequence[str | Path], *, decode: bool = False,
+                 modalities: Modalities | None = None) -> Iterator[tuple[Sample | None, list[Problem]]]:
+    """Check every line of every file; yields ``(sample, [])`` or ``(None, problems)``.
+    ``modalities``: the part types accepted (default: the registered modalities)."""
+    modalities = resolve_modalities(modalities)
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
         for line, record, bad in iter_jsonl(path):
             if bad is not None:
                 yield None, [bad]
                 continue
-            yield check_record(record, path, line, decode=decode)
+            yield check_record(record, path, line, decode=decode, modalities=modalities)
 
 
-def validate_files(paths: str | Path | Sequence[str | Path], *, decode: bool = False) -> ValidationReport:
+def validate_files(paths: str | Path | Sequence[str | Path], *, decode: bool = False,
+                   modalities: Modalities | None = None) -> ValidationReport:
     """Check files without stopping at the first problem. ``decode`` also reads every media file."""
     files = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     report = ValidationReport(files)
-    for sample, problems in iter_samples(files, decode=decode):
+    for sample, problems in iter_samples(files, decode=decode, modalities=modalities):
         if sample is None:
             report.problems.extend(problems)
             continue
@@ -301,13 +305,14 @@ class ConversationDataset:
     """Validated samples of one or more JSONL files, in file order (a map-style dataset: torch's
     ``DataLoader`` takes it as is). ``skipped`` lists the problems of the lines left out."""
 
-    def __init__(self, paths: str | Path | Sequence[str | Path], *, on_error: Literal["raise", "skip"] = "raise", decode: bool = False):
+    def __init__(self, paths: str | Path | Sequence[str | Path], *, on_error: Literal["raise", "skip"] = "raise", decode: bool = False,
+                 modalities: Modalities | None = None):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.files = [str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
         self.samples: list[Sample] = []
         self.skipped: list[Problem] = []
-        for sample, problems in iter_samples(self.files, decode=decode):
+        for sample, problems in iter_samples(self.files, decode=decode, modalities=modalities):
             if sample is None:
                 self.skipped.extend(problems)
             else:

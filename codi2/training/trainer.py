@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from codi2.core.model import CoDi2Model
+from codi2.core.modality import resolve_modalities
 from codi2.errors import CheckpointError, ConfigError
 from codi2.training import checkpoint as ckpt
 from codi2.training.config import TrainConfig
@@ -128,13 +129,15 @@ class _Run:
             )
 
         # the data first: a malformed file should fail before minutes of loading backbones
-        self.train_data = ConversationDataset(config.data.train, on_error=config.data.on_error)
-        self.eval_data = ConversationDataset(config.data.eval, on_error=config.data.on_error) if config.data.eval else None
+        registry = prepare_registry(registry, config.plugins) if model is None else None
+        modalities = resolve_modalities(model.modalities if model is not None else registry.modalities())  # part types data may hold
+        self.train_data = ConversationDataset(config.data.train, on_error=config.data.on_error, modalities=modalities)
+        self.eval_data = ConversationDataset(config.data.eval, on_error=config.data.on_error, modalities=modalities) if config.data.eval else None
         self.skipped = [str(p) for p in self.train_data.skipped + (self.eval_data.skipped if self.eval_data else [])]
 
         set_seed(config.seed)  # the same initial weights on every process
         if model is None:
-            model, continued = build_model(config, prepare_registry(registry, config.plugins))
+            model, continued = build_model(config, registry)
         else:
             continued = set()
         self.model = model

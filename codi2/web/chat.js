@@ -3,10 +3,11 @@
 // it comes, a progress bar while an item is rendered, each item when its decoder finishes),
 // keeps the session id the server returns so follow-ups continue the conversation, and can
 // cancel a running answer (closing the stream stops the generation on the server).
-// How an item is shown comes from the answer's `display` field; nothing here names a modality.
+// Each item is shown the way its modality says (`display`: image, audio or video inline, text,
+// or a download link with a preview image); nothing here names a modality.
 "use strict";
 
-const state = { sessionId: null, files: [], busy: false, controller: null, round: 0 };
+const state = { sessionId: null, files: [], busy: false, controller: null, round: 0, modalities: {} };
 const $ = (id) => document.getElementById(id);
 
 function element(tag, props = {}, children = []) {
@@ -101,7 +102,7 @@ async function spectrogramOf(bytes, canvas) {
 // --- media ----------------------------------------------------------------------------------
 
 // display: "image" | "audio" | "video" | "text" | "download" (the modality's own choice)
-function mediaElement(display, src, name, bytes) {
+function mediaElement(display, src, name, bytes, preview) {
   if (display === "image") {
     const link = element("a", { href: src, target: "_blank", rel: "noopener", title: "open full size" });
     link.append(element("img", { src, alt: name || "image" }));
@@ -113,13 +114,20 @@ function mediaElement(display, src, name, bytes) {
     return element("span", { className: "audio-item" }, [element("audio", { src, controls: true }), canvas]);
   }
   if (display === "video") return element("video", { src, controls: true, loop: true, muted: true });
-  return element("a", { href: src, download: name || "item", textContent: name || "download" });
+  // any other modality: a download link, with the preview image its modality draws (if any)
+  const link = element("a", { href: src, download: name || "download", className: "download", title: `download ${name || ""}` });
+  if (preview) link.append(element("img", { src: preview, alt: name || "preview" }));
+  link.append(element("span", { textContent: `⤓ ${name || "file"}` }));
+  return link;
 }
 
-// how a browser would show a file the user attached (by its MIME type)
+// how an attached file is shown: by the display of the modality that takes its MIME type or suffix
 function displayOf(file) {
-  const major = (file.type || "").split("/")[0];
-  return ["image", "audio", "video"].includes(major) ? major : "download";
+  const suffix = (file.name.match(/\.[^.]+$/) || [""])[0].toLowerCase();
+  for (const spec of Object.values(state.modalities)) {
+    if (spec.mime_types.includes(file.type) || spec.suffixes.includes(suffix)) return spec.display;
+  }
+  return "download";
 }
 
 function addMessage(role, text, media = []) {
@@ -213,7 +221,7 @@ async function readAnswer(response, view) {
     if (delta.media) {
       clearProgress(view); // the item's Markdown link is in delta.content: shown as the item instead
       for (const m of delta.media) {
-        view.row.append(mediaElement(m.display, m.url || `data:${m.mime_type};base64,${m.data}`, m.name));
+        view.row.append(mediaElement(m.display, m.url || `data:${m.mime_type};base64,${m.data}`, m.name, null, m.preview));
       }
     } else if (delta.content) {
       view.textNode.textContent += delta.content;
@@ -344,6 +352,9 @@ async function showModel() {
     const body = await response.json();
     if (!response.ok) throw new Error(body.error.message);
     const m = body.data[0];
+    state.modalities = m.modalities || {};
+    const accepted = Object.values(state.modalities).flatMap((s) => [...s.mime_types, ...s.suffixes]);
+    if (accepted.length) $("files").accept = accepted.join(",");
     const reads = m.input_modalities.filter((x) => x !== "text");
     $("model").textContent = `${m.id} · reads text, ${reads.join(", ")} · writes text, ${m.output_modalities.join(", ") || "no media"}`;
   } catch (error) {

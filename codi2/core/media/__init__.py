@@ -11,7 +11,9 @@ error from :mod:`codi2.errors` that names the item:
 - :class:`UnknownModalityError`: a modality other than image, audio, video, text.
 
 :func:`save_media` writes an item (the suffix picks the format), :func:`media_to_bytes` encodes
-one for a server, :func:`sniff_modality` guesses the modality of a file or byte string.
+one for a server, :func:`sniff_format` names a file's container format. These are the readers
+and writers of the built-in modalities; which modality a file is, its suffixes and MIME types
+are facts of the modality specs (:mod:`codi2.core.modality`, ``codi2/plugins/modalities``).
 
 Decoders: Pillow (images), soundfile (WAV/FLAC/OGG/MP3), the ffmpeg binary that
 imageio-ffmpeg ships (video). They import lazily; this module never imports torch.
@@ -26,7 +28,6 @@ from codi2.core.media._audio import load_audio
 from codi2.core.media._common import (
     _DEFAULT_LIMITS,
     DEFAULT_VIDEO_FPS,
-    MIME_TYPES,
     MediaLimits,
     _filename,
     _label,
@@ -34,17 +35,15 @@ from codi2.core.media._common import (
     _read_encoded,
     _unwrap,
     sniff_format,
-    sniff_modality,
 )
 from codi2.core.media._image import load_image
 from codi2.core.media._video import load_video
 from codi2.core.media._write import media_to_bytes, save_media
-from codi2.core.types import MODALITIES, Media
+from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, UnknownModalityError
 
 __all__ = [
     "DEFAULT_VIDEO_FPS",
-    "MIME_TYPES",
     "MediaLimits",
     "load_audio",
     "load_image",
@@ -56,7 +55,6 @@ __all__ = [
     "media_to_bytes",
     "save_media",
     "sniff_format",
-    "sniff_modality",
 ]
 
 
@@ -89,7 +87,10 @@ def load_media(
         return load_video(source, name=name, limits=limits, video_frames=video_frames, fps=fps)
     if modality == "text":
         return load_text(source, name=name, limits=limits)
-    raise UnknownModalityError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+    raise UnknownModalityError(
+        f"codi2.core.media reads image, audio, video and text, not {modality!r}; "
+        "other modalities are read by their spec (Modalities.load)"
+    )
 
 
 def read_encoded(source: Any, *, item: str, limits: MediaLimits | None = None) -> bytes:

@@ -40,6 +40,8 @@ _DEFAULT_LIMITS = MediaLimits()
 
 # --- sniffing -------------------------------------------------------------------------------
 
+# Container formats and which of this package's readers decodes them (what a modality *is* —
+# its suffixes, MIME types, how files are recognised — lives in its spec, codi2/plugins/modalities).
 _FORMAT_MODALITY = {
     "png": "image", "jpeg": "image", "gif": "image", "bmp": "image", "webp": "image",
     "tiff": "image", "wav": "audio", "flac": "audio", "ogg": "audio", "mp3": "audio",
@@ -52,14 +54,6 @@ _SUFFIX_FORMAT = {
     ".ogg": "ogg", ".oga": "ogg", ".mp3": "mp3", ".m4a": "m4a", ".mp4": "mp4", ".m4v": "mp4",
     ".mov": "mov", ".webm": "webm", ".mkv": "webm", ".avi": "avi", ".txt": "txt",
 }  # fmt: skip
-MIME_TYPES = {
-    "png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp",
-    "bmp": "image/bmp", "tiff": "image/tiff", "wav": "audio/wav", "flac": "audio/flac",
-    "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4", "mp4": "video/mp4",
-    "mov": "video/quicktime", "webm": "video/webm", "avi": "video/x-msvideo", "txt": "text/plain",
-}  # fmt: skip
-
-
 def sniff_format(head: bytes) -> str | None:
     """The container format of a byte string from its first bytes ("png", "wav", "mp4", ...)."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -95,26 +89,6 @@ def _looks_like_text(head: bytes) -> bool:
         if e.start < len(head) - 3:  # not just a character cut in two at the end
             return False
     return bool(head) and all(b >= 32 or b in b"\t\r\n" for b in head)
-
-
-def sniff_modality(source: bytes | bytearray | str | Path) -> str | None:
-    """Guess "image", "audio", "video" or "text" for bytes or a path; ``None`` if unknown.
-
-    Magic bytes win over the suffix. An animated GIF counts as an image (pass the modality
-    explicitly to read it as a video).
-    """
-    if isinstance(source, (bytes, bytearray)):
-        fmt = sniff_format(bytes(source[:16]))
-        return _FORMAT_MODALITY.get(fmt or "") or (
-            "text" if _looks_like_text(source[:512]) else None
-        )
-    path = Path(source)
-    if path.is_file():
-        with path.open("rb") as fh:
-            fmt = sniff_format(fh.read(16))
-        if fmt:
-            return _FORMAT_MODALITY[fmt]
-    return _FORMAT_MODALITY.get(_SUFFIX_FORMAT.get(path.suffix.lower(), ""))
 
 
 # --- sources --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 from codi2.core.media._audio import _audio_samples
 from codi2.core.media._common import _SUFFIX_FORMAT, DEFAULT_VIDEO_FPS
 from codi2.core.media._image import _pixels
-from codi2.core.types import MODALITIES, Media
+from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, UnknownModalityError
 
 _WRITABLE = {
@@ -31,7 +31,7 @@ def save_media(media: Media, path: str | Path, *, audio_subtype: str = "PCM_16")
     """
     if media.modality not in _WRITABLE:
         raise UnknownModalityError(
-            f"unknown modality {media.modality!r}; known: {', '.join(MODALITIES)}"
+            f"codi2.core.media writes {', '.join(_WRITABLE)}, not {media.modality!r}; other modalities are written by their spec"
         )
     path = Path(path)
     fmt = _SUFFIX_FORMAT.get(path.suffix.lower())
@@ -91,10 +91,10 @@ def _write_video(frames: np.ndarray, fps: float, path: Path, fmt: str) -> None:
 
 def media_to_bytes(media: Media, format: str | None = None) -> bytes:
     """Encode ``media`` as bytes ("png", "jpeg", "wav", "flac", "mp4", "gif", "txt"; default:
-    the modality's first). The MIME type is ``MIME_TYPES[format]``."""
+    the modality's first)."""
     if media.modality not in _WRITABLE:
         raise UnknownModalityError(
-            f"unknown modality {media.modality!r}; known: {', '.join(MODALITIES)}"
+            f"codi2.core.media writes {', '.join(_WRITABLE)}, not {media.modality!r}; other modalities are written by their spec"
         )
     fmt = (format or _WRITABLE[media.modality][0]).lower().lstrip(".")
     fmt = {"jpg": "jpeg"}.get(fmt, fmt)

@@ -37,10 +37,10 @@ class FrozenEncoder(nn.Module):
     def load_media(self, source: Any, modality: str, *, name: str | None = None) -> Media:
         """Read and validate one item (path, bytes, PIL image, array, tensor, Media; text: str),
         audio resampled to ``sample_rate``."""
-        from codi2.core.media import load_media
+        from codi2.core.modality import resolve_modalities
 
-        self.check_modality(modality)
-        return load_media(source, modality, name=name, sample_rate=self.sample_rate)
+        self.check_modality(modality)  # read by the registered modality's spec (audio resampled to our rate)
+        return resolve_modalities().load(source, modality, name=name, sample_rate=self.sample_rate)
 
     def check_items(self, items: Sequence[Media], modality: str) -> list[Media]:
         """Every item is a Media of ``modality`` (errors name the item)."""

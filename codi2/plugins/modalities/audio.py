@@ -43,7 +43,7 @@ def _save(media: Any, path: Any) -> Any:
 
 
 def _describe(media: Any) -> dict[str, Any]:
-    return {"sample_rate": media.sample_rate, "duration": media.duration}
+    return {"sample_rate": media.sample_rate, "seconds": round(media.duration or 0.0, 4)}
 
 
 def spec() -> ModalitySpec:
@@ -59,6 +59,7 @@ def spec() -> ModalitySpec:
         claims=_claims,
         describe=_describe,
         display="audio",
+        noun="an audio clip",
         save=_save,
     )
 

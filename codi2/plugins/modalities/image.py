@@ -52,7 +52,7 @@ def spec() -> ModalitySpec:
         mime_types=("image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff"),
         sniff=_sniff,
         claims=_claims,
-        describe=lambda m: {"width": int(m.data.shape[1]), "height": int(m.data.shape[0])},
+        describe=lambda m: {"width": int(m.data.shape[1]), "height": int(m.data.shape[0])},  # [H, W, 3]
         display="image",
         save=_save,
     )

@@ -41,7 +41,8 @@ def _save(media: Any, path: Any) -> Any:
 
 
 def _describe(media: Any) -> dict[str, Any]:
-    return {"fps": media.fps, "frames": len(media.data), "duration": media.duration}
+    frames, height, width = media.data.shape[:3]
+    return {"frames": int(frames), "width": int(width), "height": int(height), "fps": media.fps}
 
 
 def spec() -> ModalitySpec:

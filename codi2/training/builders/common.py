@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from codi2.core.messages import AUDIO_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from codi2.core.modality import resolve_modalities
 from codi2.errors import DatasetError
 
 DATA_FILE = "data.jsonl"
@@ -140,19 +140,20 @@ def existing_file(value: str, base: Path, where: str, what: str = "media file") 
 
 
 def modality_of(path: Path, where: str) -> str:
-    suffix = path.suffix.lower()
-    for modality, suffixes in (("image", IMAGE_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("video", VIDEO_SUFFIXES)):
-        if suffix in suffixes:
-            return modality
-    raise DatasetError(f"{where}: cannot tell the modality of {path.name!r} from its suffix")
+    """The registered media modality whose suffix ``path`` has (DatasetError if none or several)."""
+    registered = resolve_modalities()
+    spec = registered.by_suffix(path.suffix, item=f"{where}: {path.name!r}") if path.suffix else None
+    if spec is None or spec.is_text:
+        raise DatasetError(f"{where}: cannot tell the modality of {path.name!r} from its suffix "
+                           f"(registered: {', '.join(registered.media)})")
+    return spec.name
 
 
-def media_files(folder: Path, modalities: Sequence[str] = ("image", "audio", "video")) -> list[Path]:
-    """Media files under ``folder`` (recursively), in sorted order."""
-    suffixes = set()
-    for modality, group in (("image", IMAGE_SUFFIXES), ("audio", AUDIO_SUFFIXES), ("video", VIDEO_SUFFIXES)):
-        if modality in modalities:
-            suffixes |= group
+def media_files(folder: Path, modalities: Sequence[str] | None = None) -> list[Path]:
+    """Files of the given media modalities (default: every registered one) under ``folder``
+    (recursively), in sorted order."""
+    registered = resolve_modalities()
+    suffixes = {s for name in (registered.media if modalities is None else modalities) for s in registered.get(name).suffixes}
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 

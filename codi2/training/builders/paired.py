@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from codi2.core.modality import resolve_modalities
 from codi2.errors import DatasetError
 from codi2.training.builders.common import (
     BuilderOptions,
@@ -44,7 +45,7 @@ DESCRIPTION = "captioning and generation samples (both directions) from media + 
 class Options(BuilderOptions):
     path_column: str = "path"
     caption_column: str = "caption"
-    modality: Literal["image", "audio", "video"] | None = None
+    modality: str | None = None  # a registered media modality; None: from each file's suffix
     media_root: str | None = None
     directions: list[Literal["caption", "generate"]] = Field(default_factory=lambda: ["caption", "generate"], min_length=1)
     caption_prompts: list[str] = Field(default_factory=lambda: [
@@ -53,10 +54,6 @@ class Options(BuilderOptions):
     generate_prompts: list[str] = Field(default_factory=lambda: [
         "Generate {a_modality}: {caption}", "Create {a_modality} of {caption}", "{caption}",
     ], min_length=1)
-
-
-#: what ``{a_modality}`` reads as in a prompt
-A_MODALITY = {"image": "an image", "audio": "an audio clip", "video": "a video"}
 
 
 def build(options: Options) -> BuildReport:
@@ -75,13 +72,14 @@ def build(options: Options) -> BuildReport:
         path = existing_file(str(field_of(row, options.path_column, where, kind=(str, int))), base, where)
         caption = str(field_of(row, options.caption_column, where)).strip()
         modality = options.modality or modality_of(path, where)
+        a_modality = resolve_modalities().get(modality, where=where).noun  # what {a_modality} reads as
         media = media_part(modality, writer.existing(path))
         meta = {"source": where}
         if "caption" in options.directions:
-            user = template_parts(rng.choice(options.caption_prompts), {"media": media, "modality": modality, "a_modality": A_MODALITY[modality]}, option="caption_prompts")
+            user = template_parts(rng.choice(options.caption_prompts), {"media": media, "modality": modality, "a_modality": a_modality}, option="caption_prompts")
             records.append(conversation(user, caption, record_id="", meta={**meta, "direction": "caption"}))
         if "generate" in options.directions:
-            user = template_parts(rng.choice(options.generate_prompts), {"caption": caption, "modality": modality, "a_modality": A_MODALITY[modality]}, option="generate_prompts")
+            user = template_parts(rng.choice(options.generate_prompts), {"caption": caption, "modality": modality, "a_modality": a_modality}, option="generate_prompts")
             records.append(conversation(user, [media], record_id="", meta={**meta, "direction": "generate"}))
     rng.shuffle(records)
     records = records[: options.limit]
