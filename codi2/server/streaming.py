@@ -111,26 +111,22 @@ def make_work(engine: Engine, messages: list[Message], params: GenerationParams,
         if emit is not None:
             emit({"start": True})
         answer = model.generate(conversation, progress=progress, **options)
-        if emit is None:
-            for part in answer.parts:
-                if isinstance(part, str):
-                    builder.text(part)
-                else:
-                    builder.item(part)
-        else:  # what the progress hook did not see: the text held back, parts added after it
-            seen, items = 0, 0
-            for part in answer.parts:
-                if isinstance(part, str):
-                    tail = part[max(0, len(text.sent) - seen) :]
-                    seen += len(part)
-                    if tail:
-                        text.sent += tail
-                        emit({"content": builder.text(tail)})
-                else:
-                    items += 1
-                    if items > len(builder.media):
-                        ref, entry, audio_out = builder.item(part)
-                        emit({"content": ref, "media": [entry], "audio": audio_out})
+        # what the progress hook did not report (all of a whole answer; in a stream, text held
+        # back and parts a wrapper added after generating), in order
+        send = emit or (lambda event: None)
+        seen, items = 0, 0
+        for part in answer.parts:
+            if isinstance(part, str):
+                tail = part[max(0, len(text.sent) - seen) :]
+                seen += len(part)
+                if tail:
+                    text.sent += tail
+                    send({"content": builder.text(tail)})
+            else:
+                items += 1
+                if items > len(builder.media):
+                    ref, entry, audio_out = builder.item(part)
+                    send({"content": ref, "media": [entry], "audio": audio_out})
         if params.store:
             sid = engine.sessions.save(sid, [*conversation, _assistant_message(answer)])
         return {
