@@ -2,7 +2,10 @@
 
 Loads the page from a live ``codi2 serve``, attaches an image, sends a prompt, waits for the
 generated image to appear, sends a follow-up in the same conversation, and checks that a bad
-upload shows an error while the page keeps working.
+upload shows an error while the page keeps working. With the shipped toy model (its diffusion
+steps slowed so a browser can watch): the example prompts of an empty conversation, the answer
+streaming in (text first, a progress bar that advances, then the item), spectrograms beside
+uploaded and generated audio, and Cancel stopping the generation on the server.
 
 Needs ``apt-get install chromium chromium-driver`` and ``pip install selenium``. Without them
 the test is skipped — except on CI (``CI=true``), where it fails instead.
