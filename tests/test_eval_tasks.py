@@ -235,6 +235,7 @@ def test_report_table_files_and_chart_compare_runs(tmp_path, capsys):
                                 {"lsd": False, "kl": False, "fd": False}, {"add": 10})
 
     results = [run("CoDi-2", 0.0), run("ours", 0.1)]
+    results[1].sources = {"fd": {"matches": "audioldm-eval 0.0.3: calculate_fid", "network": "PANNs CNN14 16 kHz"}}
     table = report.format_table(results)
     header, metrics_line = table.splitlines()[:2]
     assert header.index("Adding") < header.index("Dropping") < header.index("Replacement")
@@ -246,6 +247,11 @@ def test_report_table_files_and_chart_compare_runs(tmp_path, capsys):
     assert [r.run for r in report.load_results([paths["json"]])] == ["CoDi-2", "ours"]
     # `codi2 eval report` combines saved results
     assert run_eval(cli(["eval", "report", str(paths["json"]), "--out", str(tmp_path / "cmp")])) == 0
-    assert "ours" in capsys.readouterr().out and (tmp_path / "cmp" / "results.png").is_file()
+    printed = capsys.readouterr().out
+    assert "ours" in printed and (tmp_path / "cmp" / "results.png").is_file()
+    # every number states what it matches; runs saved without sources say so
+    assert "FD [ours]: audioldm-eval 0.0.3: calculate_fid" in printed and "network: PANNs CNN14 16 kHz" in printed
+    assert f"FD [CoDi-2]: {report.NOT_RECORDED}" in printed
+    assert "audioldm-eval 0.0.3" in (tmp_path / "cmp" / "results.csv").read_text()
     with pytest.raises(DatasetError, match="nothing.json"):
         report.load_results([tmp_path / "nothing.json"])

@@ -119,6 +119,39 @@ def test_fd_agrees_with_the_sqrtm_formula_and_is_zero_for_one_set():
     assert 0 <= frechet_distance_features(a[:3], b[:4]) < np.inf
 
 
+def test_fd_of_small_sets_needs_no_d_by_d_matrix_and_equals_the_moment_formula():
+    from codi2.evaluation.stats import gaussian_moments
+
+    a, b = RNG.standard_normal((5, 40)), RNG.standard_normal((7, 40)) @ RNG.standard_normal((40, 40)) * 0.3 + 1
+    # N < D: the nuclear norm of A B^T; N > D: eigenvalues of the moments — one value (the
+    # eigenvalue route takes square roots of ~1e-14 round-off on the 35 null directions)
+    assert frechet_distance_features(a, b) == pytest.approx(
+        frechet_distance(*gaussian_moments(a), *gaussian_moments(b)), rel=1e-7)
+    c, d = RNG.standard_normal((60, 4)), RNG.standard_normal((50, 4)) + 0.5
+    assert frechet_distance_features(c, d) == pytest.approx(
+        frechet_distance(*gaussian_moments(c), *gaussian_moments(d)), rel=1e-12)
+    with pytest.raises(ValueError, match="widths differ"):
+        frechet_distance_features(a, c)
+
+
+# --- KID ---------------------------------------------------------------------------------------
+
+
+def test_kid_is_the_unbiased_polynomial_mmd_and_subsamples_larger_sets():
+    from codi2.evaluation.stats import kernel_distance
+
+    x, y = RNG.standard_normal((6, 5)), RNG.standard_normal((6, 5)) + 0.3
+    k = lambda p, q: (p @ q.T / 5 + 1) ** 3  # noqa: E731 - the kernel, written out
+    expected = sum(k(x[i:i + 1], x[j:j + 1]).item() + k(y[i:i + 1], y[j:j + 1]).item()
+                   for i in range(6) for j in range(6) if i != j) / 30 - 2 * k(x, y).mean()
+    mean, std, m = kernel_distance(x, y)
+    assert (mean, std, m) == (pytest.approx(expected, rel=1e-12), 0.0, 6)
+    big = np.concatenate([y, RNG.standard_normal((4, 5))])
+    first, spread, m = kernel_distance(x, big, subsets=20, seed=1)
+    assert m == 6 and spread > 0 and first == kernel_distance(x, big, subsets=20, seed=1)[0]
+    assert abs(kernel_distance(x, x)[0]) < 1e-9 or kernel_distance(x, x)[0] < 0  # unbiased: ~0 for one set
+
+
 # --- KL ----------------------------------------------------------------------------------------
 
 
@@ -189,6 +222,10 @@ def test_cosine_metrics_on_constructed_embeddings():
     assert sim.per_item == pytest.approx([1 / np.sqrt(2), 0.0]) and sim.mean == pytest.approx(0.5 / np.sqrt(2))
     t = TextImageSimilarity("clip-t", e).score([im("a"), im("b")], texts=["a cat", "a dog"])
     assert t.per_item == pytest.approx([1.0, 1 / np.sqrt(2)])
+    # torchmetrics' CLIPScore: 100 x cosine per item, the *mean* clamped at 0
+    score = TextImageSimilarity("clip-score", e, scale=100, clamp=True)
+    assert score.score([im("a"), im("c")], texts=["a cat", "a cat"]).mean == pytest.approx(50.0)
+    assert score.score([im("c")], texts=["a dog"]).mean == 0.0 and "torchmetrics" in score.matches
     with pytest.raises(MediaError, match="needs a text"):
         TextImageSimilarity("clip-t", e).score([im("a")])
     assert isinstance(MetricResult(1.0).to_dict(), dict)
@@ -348,7 +385,17 @@ def test_registry_builds_metrics_and_resolves_classifiers(nets):
 
     registry = Registry()
     registry.register_plugin(plugin, "metrics")
-    assert {"dino", "clip-i", "clip-t", "clipsim", "lsd", "kl", "fd"} <= set(registry.names("metric"))
+    assert {"dino", "clip-i", "clip-t", "clipsim", "clip-score", "fid", "kid", "lsd", "kl", "fd",
+            "fad"} <= set(registry.names("metric"))
+    # fad feeds CNN14 the clips as read (frechet_audio_distance's way); fd as AudioLDM does
+    fad = plugin.build_metric(registry, "fad", {"classifier_options": {"checkpoint": str(nets["cnn14"]),
+                                                                       "device": "cpu"}})
+    fd = plugin.build_metric(registry, "fd", {"classifier_options": {"checkpoint": str(nets["cnn14"]),
+                                                                     "device": "cpu"}})
+    assert (fad.classifier.remove_mean, fad.classifier.min_samples) == (False, 0)
+    assert (fd.classifier.remove_mean, fd.classifier.min_samples) == (True, 32000)
+    assert fad.classifier.model is fd.classifier.model  # one network in memory
+    assert "frechet-audio-distance" in fad.matches and "audioldm-eval" in fd.matches
     assert plugin.build_metric(registry, "lsd", {"time_offset": 1120}).kwargs["time_offset"] == 1120
     with pytest.raises(ConfigError, match="lsd.*pad_mode"):
         plugin.build_metric(registry, "lsd", {"pad_mode": "wrap"})

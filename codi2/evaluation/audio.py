@@ -34,8 +34,10 @@ from codi2.core.types import Media
 from codi2.errors import MediaError
 from codi2.evaluation.base import MetricResult, check_items
 from codi2.evaluation.stats import frechet_distance_features, kl_divergence_rows, sigmoid, softmax
+from codi2.evaluation.toolkits import cite
 
-__all__ = ["AudioClassifier", "FDMetric", "KLMetric", "LSDMetric", "log_spectral_distance", "stft_magnitude"]
+__all__ = ["AudioClassifier", "FADMetric", "FDMetric", "KLMetric", "LSDMetric", "log_spectral_distance",
+           "stft_magnitude"]
 
 
 def stft_magnitude(x: np.ndarray, n_fft: int, hop_length: int, pad_mode: str = "constant") -> np.ndarray:
@@ -117,6 +119,12 @@ class LSDMetric:
         self.sample_rate = sample_rate
         self.kwargs = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "eps": eps,
                            "normalize": normalize, "time_offset": time_offset, "pad_mode": pad_mode}
+        self.network = None
+        self.matches = cite("audioldm-eval", f"EvaluationHelper.calculate_lsd(time_offset={time_offset}) "
+                            f"-> ssr-eval AudioMetrics.lsd, at {sample_rate} Hz (the toolkit's main() uses "
+                            f"time_offset=1120)")
+        if (n_fft, hop_length, eps, normalize, pad_mode) != (None, None, 1e-12, True, "constant"):
+            self.matches = "codi2's LSD with non-default options (no toolkit number)"
 
     def score(self, generated: list[Media], references: list[Media] | None = None,
               texts: list[str] | None = None) -> MetricResult:
@@ -158,6 +166,10 @@ class KLMetric:
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
         self.classifier, self.activation, self.eps = classifier, activation, eps
+        self.network = getattr(classifier, "network", None) or getattr(classifier, "name", "classifier")
+        self.matches = cite("audioldm-eval", f"calculate_kl -> kullback_leibler_divergence_{activation}")
+        if eps != 1e-6:
+            self.matches = f"codi2's KL with eps={eps} (audioldm-eval uses 1e-6)"
 
     def score(self, generated: list[Media], references: list[Media] | None = None,
               texts: list[str] | None = None) -> MetricResult:
@@ -179,6 +191,9 @@ class FDMetric:
 
     def __init__(self, classifier: AudioClassifier):
         self.classifier = classifier
+        self.network = getattr(classifier, "network", None) or getattr(classifier, "name", "classifier")
+        self.matches = cite("audioldm-eval", "calculate_fid -> frechet_distance "
+                                             "(of the classifier's embedding: the '2048' layer there)")
 
     def score(self, generated: list[Media], references: list[Media] | None = None,
               texts: list[str] | None = None) -> MetricResult:
@@ -186,9 +201,29 @@ class FDMetric:
         refs = list(references or [])
         for role, items in (("generated", generated), ("reference", refs)):
             if len(items) < 2:
-                raise MediaError(f"metric 'fd' fits a Gaussian to each set: needs at least 2 {role} "
-                                 f"clips, got {len(items)}")
+                raise MediaError(f"metric {self.name!r} fits a Gaussian to each set: needs at least 2 "
+                                 f"{role} clips, got {len(items)}")
         _, gen_emb = self.classifier.classify(list(generated))
         _, ref_emb = self.classifier.classify(refs)
         value = frechet_distance_features(gen_emb, ref_emb)
         return MetricResult(value, None, {"generated": len(generated), "references": len(refs)})
+
+
+class FADMetric(FDMetric):
+    """Fréchet Audio Distance as ``frechet_audio_distance`` computes it with its PANNs model.
+
+    The same Fréchet distance as :class:`FDMetric`; what differs is how clips reach the network:
+    ``frechet_audio_distance`` feeds each clip as read (channels averaged, resampled), without
+    AudioLDM's mean removal and 2-second padding — give it a classifier prepared that way (the
+    ``fad`` metric's default ``classifier_options``). Its own ``score()`` in 0.3.4 concatenates the
+    per-clip PANNs vectors into one long vector and so fits a 1-D Gaussian; this metric is the
+    2048-d distance its ``calculate_frechet_distance`` computes on per-clip embeddings.
+    """
+
+    name = "fad"
+
+    def __init__(self, classifier: AudioClassifier):
+        super().__init__(classifier)
+        self.matches = cite("frechet-audio-distance",
+                            "FrechetAudioDistance(model_name='pann').get_embeddings per clip -> "
+                            "calculate_frechet_distance (not its score(), which flattens the embeddings)")

@@ -15,6 +15,10 @@ Conventions every metric follows:
 - a metric checks what it needs and raises :class:`~codi2.errors.MediaError` naming the item
   (bad modality, missing reference) — it never skips an item silently.
 
+Optionally a metric states what its number is — ``matches`` (toolkit, version and which of its
+numbers; :func:`codi2.evaluation.toolkits.cite`) and ``network`` (its feature network) — which
+``codi2 eval`` reports beside every number.
+
 Metrics are registered through the ``codi2_register_metrics`` hook (see
 :mod:`codi2.evaluation.plugin`): ``register(name, load=..., options=..., description=...)`` where
 ``load(options)`` returns an object following :class:`Metric`. This module imports no torch.

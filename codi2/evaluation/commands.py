@@ -27,7 +27,8 @@ from typing import Any
 
 TASKS = ("dreambench", "edit", "audio-edit", "score", "report")
 _GENERATION_TASKS = ("dreambench", "edit", "audio-edit")
-_CLIP_METRICS = ("clip-i", "clip-t", "clipsim")
+_CLIP_METRICS = ("clip-i", "clip-t", "clipsim", "clip-score")
+_SET_METRICS = ("fid", "kid")
 EVAL_HELP = "evaluate a model with the paper's metrics (DreamBench, editing, audio editing)"
 
 
@@ -52,6 +53,8 @@ def eval_arguments(parser: argparse.ArgumentParser) -> None:
     networks.add_argument("--clip", help="CLIP: hub id or directory (default openai/clip-vit-base-patch32)")
     networks.add_argument("--cnn14", help="PANNs CNN14 checkpoint file (default $CODI2_CNN14_CHECKPOINT "
                           "or ~/.cache/codi2/eval/Cnn14_16k_mAP=0.438.pth)")
+    networks.add_argument("--inception", help="FID's InceptionV3 weights file for fid/kid (default "
+                          "$CODI2_INCEPTION_WEIGHTS or ~/.cache/codi2/eval/weights-inception-2015-12-05-6726825d.pth)")
     networks.add_argument("--classifier", help="registered audio classifier for KL/FD (default panns-cnn14)")
     networks.add_argument("--allow-download", action="store_true", help="let DINO/CLIP download from the hub")
     score = parser.add_argument_group("score")
@@ -110,12 +113,14 @@ def metric_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict
             opts.setdefault("model", args.dino)
         if name in _CLIP_METRICS and args.clip:
             opts.setdefault("model", args.clip)
-        if name == "dino" or name in _CLIP_METRICS:
+        if name in _SET_METRICS and args.inception:
+            opts.setdefault("weights", args.inception)
+        if name == "dino" or name in _CLIP_METRICS or name in _SET_METRICS:
             if device:
                 opts.setdefault("device", device)
             if args.allow_download:
                 opts.setdefault("allow_download", True)
-        if name in ("kl", "fd"):
+        if name in ("kl", "fd", "fad"):
             if args.classifier:
                 opts.setdefault("classifier", args.classifier)
             classifier_opts = opts.setdefault("classifier_options", {})
@@ -190,6 +195,8 @@ def run_eval(args: argparse.Namespace) -> int:
                           "files": {k: str(v) for k, v in written.items()}}, indent=2))
     else:
         print(report.format_table(results))
+        print()
+        print(report.format_sources(results))
         for kind, path in written.items():
             print(f"{kind}: {path}", file=sys.stderr)
     return 0

@@ -1,4 +1,5 @@
-"""The built-in metrics plugin: DINO, CLIP-I, CLIP-T, CLIPSIM, LSD, KL, FD and the CNN14 classifier.
+"""The built-in metrics plugin: DINO, CLIP-I, CLIP-T, CLIPSIM, CLIP score, FID, KID, LSD, KL, FD,
+FAD and the CNN14 classifier.
 
 Registered through the same ``codi2_register_metrics`` hook third-party plugins implement.
 Light at import: pydantic option models and load functions only; each ``load`` imports the
@@ -49,6 +50,30 @@ class ClipOptions(_Options):
     allow_download: bool = False
 
 
+class DistributionOptions(_Options):
+    """The feature network of FID/KID: FID's InceptionV3 (a local weights file), or CLIP / DINO
+    (the networks of CLIP-I and DINO, same options as those metrics)."""
+
+    network: Literal["inception", "clip", "dino"] = "inception"
+    weights: str | None = Field(None, description="inception: local weights file (default "
+                                "$CODI2_INCEPTION_WEIGHTS or ~/.cache/codi2/eval/"
+                                "weights-inception-2015-12-05-6726825d.pth)")
+    feature: Literal[64, 192, 768, 2048] = Field(2048, description="inception: which pooled layer")
+    model: str | None = Field(None, description="clip / dino: hub id or directory")
+    device: str | None = None
+    batch_size: int = Field(32, ge=1)
+    allow_download: bool = False
+
+
+class KIDOptions(DistributionOptions):
+    subsets: int = Field(100, ge=1)
+    subset_size: int = Field(1000, ge=2)
+    degree: int = Field(3, ge=1)
+    gamma: float | None = None
+    coef0: float = 1.0
+    seed: int = 0
+
+
 class LSDOptions(_Options):
     sample_rate: int = Field(16000, gt=0)
     n_fft: int | None = Field(None, gt=0, description="default int(2048 * sample_rate / 44100)")
@@ -69,6 +94,8 @@ class Cnn14Options(_Options):
     hop_length: int | None = None
     fmin: float | None = None
     fmax: float | None = None
+    remove_mean: bool = Field(True, description="subtract each clip's mean first (audioldm_eval does)")
+    min_seconds: float = Field(2.0, ge=0, description="zero-pad shorter clips (audioldm_eval: 2 s)")
 
 
 class ClassifierMetricOptions(_Options):
@@ -85,6 +112,11 @@ class KLOptions(ClassifierMetricOptions):
 
 class FDOptions(ClassifierMetricOptions):
     pass
+
+
+class FADOptions(ClassifierMetricOptions):
+    """FD on clips prepared as ``frechet_audio_distance`` does: for panns-cnn14, no mean removal
+    and no padding unless ``classifier_options`` say otherwise."""
 
 
 # --- loaders (heavy imports happen here) ------------------------------------------------------
@@ -125,6 +157,40 @@ def _clipsim(options: ClipOptions) -> Any:
     return TextImageSimilarity("clipsim", _clip(options))
 
 
+def _clip_score(options: ClipOptions) -> Any:
+    from codi2.evaluation.image import TextImageSimilarity
+
+    return TextImageSimilarity("clip-score", _clip(options), scale=100.0, clamp=True)
+
+
+def _set_embedder(options: DistributionOptions) -> Any:
+    if options.network == "inception":
+        from codi2.evaluation.networks.inception import load_inception
+
+        return load_inception(options.weights, feature=options.feature, device=options.device,
+                              batch_size=options.batch_size)
+    common = {"device": options.device, "batch_size": options.batch_size,
+              "allow_download": options.allow_download}
+    if options.network == "clip":
+        return _clip(ClipOptions(**common, **({"model": options.model} if options.model else {})))
+    from codi2.evaluation.networks.vit import load_dino
+
+    return load_dino(options.model or DinoOptions().model, **common)
+
+
+def _fid(options: DistributionOptions) -> Any:
+    from codi2.evaluation.distribution import FIDMetric
+
+    return FIDMetric(_set_embedder(options))
+
+
+def _kid(options: KIDOptions) -> Any:
+    from codi2.evaluation.distribution import KIDMetric
+
+    kernel = options.model_dump(include={"subsets", "subset_size", "degree", "gamma", "coef0", "seed"})
+    return KIDMetric(_set_embedder(options), **kernel)
+
+
 def _lsd(options: LSDOptions) -> Any:
     from codi2.evaluation.audio import LSDMetric
 
@@ -134,8 +200,9 @@ def _lsd(options: LSDOptions) -> Any:
 def _cnn14(options: Cnn14Options) -> Any:
     from codi2.evaluation.networks.cnn14 import load_cnn14_classifier
 
-    front_end = options.model_dump(exclude={"checkpoint", "device"})
-    return load_cnn14_classifier(options.checkpoint, device=options.device, **front_end)
+    front_end = options.model_dump(exclude={"checkpoint", "device", "remove_mean", "min_seconds"})
+    return load_cnn14_classifier(options.checkpoint, device=options.device, remove_mean=options.remove_mean,
+                                 min_seconds=options.min_seconds, **front_end)
 
 
 def load_classifier(name: str, options: dict[str, Any] | None = None, registry: Any = None) -> Any:
@@ -168,6 +235,15 @@ def _fd(options: FDOptions) -> Any:
     return FDMetric(load_classifier(options.classifier, options.classifier_options, options._registry))
 
 
+def _fad(options: FADOptions) -> Any:
+    from codi2.evaluation.audio import FADMetric
+
+    classifier_options = dict(options.classifier_options)
+    if options.classifier == "panns-cnn14":
+        classifier_options = {"remove_mean": False, "min_seconds": 0.0, **classifier_options}
+    return FADMetric(load_classifier(options.classifier, classifier_options, options._registry))
+
+
 def build_metric(registry: Any, name: str, options: dict[str, Any] | None = None) -> Any:
     """Load metric ``name`` from ``registry`` (classifiers of KL/FD come from the same registry)."""
     from codi2.errors import Codi2Error, ComponentLoadError, ConfigError
@@ -198,11 +274,19 @@ def codi2_register_metrics(register: Any) -> None:
              description="DreamBench CLIP-T: cosine of CLIP image and prompt embeddings")
     register("clipsim", load=_clipsim, options=ClipOptions,
              description="CLIPSIM: cosine of CLIP embeddings, edited image vs target caption")
+    register("clip-score", load=_clip_score, options=ClipOptions,
+             description="CLIPScore as torchmetrics computes it: max(100 * mean cosine, 0), image vs text")
+    register("fid", load=_fid, options=DistributionOptions,
+             description="Fréchet Inception Distance of two image sets (torchmetrics / clean-fid)")
+    register("kid", load=_kid, options=KIDOptions,
+             description="Kernel Inception Distance of two image sets (torchmetrics / clean-fid)")
     register("lsd", load=_lsd, options=LSDOptions,
              description="log-spectral distance of paired clips (AudioLDM eval / ssr_eval definition)")
     register("kl", load=_kl, options=KLOptions,
              description="KL(reference || generated) of AudioSet classifier outputs (AudioLDM eval)")
     register("fd", load=_fd, options=FDOptions,
              description="Fréchet distance of audio classifier embeddings (AudioLDM eval)")
+    register("fad", load=_fad, options=FADOptions,
+             description="Fréchet audio distance of classifier embeddings (frechet_audio_distance, PANNs)")
     register("panns-cnn14", load=_cnn14, options=Cnn14Options, role=CLASSIFIER_ROLE,
              description="audio classifier for kl/fd: PANNs CNN14 from a local checkpoint")

@@ -2,8 +2,10 @@
 
 Rows are runs (models), columns are metrics — grouped under the task when there are several
 (audio editing: Adding | Dropping | Replacement, each LSD KL FD), as in the paper's Tables 4
-and 5. An arrow after each metric says which direction is better. The bar chart draws one
-panel per column with one bar per run, with Pillow (no plotting library needed).
+and 5. An arrow after each metric says which direction is better. Below the table,
+:func:`format_sources` states for every metric the toolkit (and version) whose number it
+equals and the feature network it ran, so a table can be cited. The bar chart draws one panel
+per column with one bar per run, with Pillow (no plotting library needed).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 from codi2.errors import DatasetError
 from codi2.evaluation.tasks import EvalResult
 
-__all__ = ["bar_chart", "columns", "format_table", "load_results", "write_outputs"]
+__all__ = ["bar_chart", "columns", "format_sources", "format_table", "load_results", "write_outputs"]
+
+NOT_RECORDED = "not recorded (results written before codi2 recorded its sources)"
 
 GROUP_ORDER = ("all", "add", "drop", "replace")
 GROUP_TITLES = {"all": "", "add": "Adding", "drop": "Dropping", "replace": "Replacement"}
@@ -88,6 +92,31 @@ def format_table(results: Sequence[EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def sources(results: Sequence[EvalResult]) -> list[tuple[str, str, str, list[str]]]:
+    """``(metric, matches, network, runs)`` for every metric in the table, one row per distinct
+    source (runs scored with different networks get a row each)."""
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for metric in dict.fromkeys(m for _, m in columns(results)):
+        for r in results:
+            if not any(metric in scores for scores in r.scores.values()):
+                continue
+            source = r.sources.get(metric) or {}
+            key = (metric, source.get("matches") or NOT_RECORDED, source.get("network") or "-")
+            rows.setdefault(key, []).append(r.run)
+    return [(*key, runs) for key, runs in rows.items()]
+
+
+def format_sources(results: Sequence[EvalResult]) -> str:
+    """What each number equals (toolkit, version, which of its numbers) and its feature network."""
+    lines = ["Sources (each number equals the toolkit's; feature network used):"]
+    several = len(results) > 1
+    for metric, matches, network, runs in sources(results):
+        who = f" [{', '.join(runs)}]" if several else ""
+        lines.append(f"  {metric_title(metric)}{who}: {matches}")
+        lines.append(f"  {' ' * len(metric_title(metric))}  network: {network}")
+    return "\n".join(lines)
+
+
 def load_results(paths: Sequence[str | Path]) -> list[EvalResult]:
     """Results saved by ``write_outputs`` (``results.json``: one result or a list of them)."""
     out = []
@@ -113,12 +142,15 @@ def write_outputs(results: Sequence[EvalResult], out: str | Path, *, chart: bool
     paths["json"].write_text(json.dumps({"results": [r.to_dict() for r in results]}, indent=2))
     with paths["csv"].open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["run", "task", "group", "metric", "value", "higher_is_better", "count"])
+        writer.writerow(["run", "task", "group", "metric", "value", "higher_is_better", "count",
+                         "matches", "network"])
         for r in results:
             for group, scores in r.scores.items():
                 for metric, value in scores.items():
-                    writer.writerow([r.run, r.task, group, metric, value,
-                                     r.higher_is_better.get(metric), r.counts.get(group)])
+                    source = r.sources.get(metric) or {}
+                    writer.writerow([r.run, r.task, group, metric, value, r.higher_is_better.get(metric),
+                                     r.counts.get(group), source.get("matches") or NOT_RECORDED,
+                                     source.get("network") or ""])
     with paths["items"].open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["run", "task", "group", "item", "metric", "value"])

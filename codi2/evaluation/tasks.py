@@ -59,6 +59,8 @@ class EvalResult:
     counts: dict[str, int] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    #: per metric: ``{"matches": toolkit, version and number it equals, "network": feature network}``
+    sources: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +69,12 @@ class EvalResult:
     def from_dict(cls, raw: Mapping[str, Any]) -> EvalResult:
         return cls(**{k: raw[k] for k in ("task", "run", "scores", "higher_is_better")},
                    counts=dict(raw.get("counts", {})), items=list(raw.get("items", [])),
-                   config=dict(raw.get("config", {})))
+                   config=dict(raw.get("config", {})), sources=dict(raw.get("sources", {})))
+
+    def cite(self, name: str, metric: Any) -> None:
+        """Record what ``metric`` (stored as ``name``) matches and which network it ran."""
+        self.sources[name] = {"matches": getattr(metric, "matches", None) or "not stated by the metric",
+                              "network": getattr(metric, "network", None)}
 
 
 def load_metrics(registry: Any, names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -89,6 +96,7 @@ def _score_group(metrics: Mapping[str, Any], group: str, names: list[str], gener
                            texts if "texts" in needs else None)
         scores[metric_name] = float(out.mean)
         result.higher_is_better[metric_name] = bool(metric.higher_is_better)
+        result.cite(metric_name, metric)
         if out.per_item is not None:
             result.items += [{"group": group, "item": n, "metric": metric_name, "value": float(v)}
                              for n, v in zip(names, out.per_item)]
@@ -186,6 +194,7 @@ def _score_dreambench(metrics: Mapping[str, Any], subjects: list[Any], gen: list
     result.counts["all"] = len(gen)
     for metric_name, metric in metrics.items():
         result.higher_is_better[metric_name] = bool(metric.higher_is_better)
+        result.cite(metric_name, metric)
         if "texts" in metric.needs:
             out_ = metric.score(gen, None, prompts)
             per_item = out_.per_item or []

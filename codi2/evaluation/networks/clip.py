@@ -41,6 +41,8 @@ class ClipEmbedder:
         self._encode_texts = encode_texts
         self.batch_size = batch_size
         self.source = source
+        kind = source if source.startswith("open_clip:") else f"transformers CLIPModel from {source}"
+        self.network = f"CLIP ({kind}; projected image/text embeddings)"
         self._image_cache: dict[str, np.ndarray] = {}
         self._text_cache: dict[str, np.ndarray] = {}
 

@@ -219,19 +219,27 @@ def convert_checkpoint(pth: str | Path, out: str | Path) -> Path:
 class Cnn14Classifier:
     """CNN14 as an :class:`~codi2.evaluation.audio.AudioClassifier`.
 
-    Each clip is prepared as AudioLDM's evaluation does: its mean removed, resampled to the
-    model's rate, zero-padded to at least ``min_seconds`` (2 s), and classified on its own
-    (batch of one: CNN14 pools over time, so padding clips to one length would change them).
+    Each clip is prepared as AudioLDM's evaluation does (``audioldm_eval`` ``WaveDataset``): its
+    mean removed, resampled to the model's rate, zero-padded to at least ``min_seconds`` (2 s),
+    and classified on its own (batch of one: CNN14 pools over time, so padding clips to one
+    length would change them). ``remove_mean=False, min_seconds=0`` is how
+    ``frechet_audio_distance`` feeds it (the clip as read, resampled).
     """
 
     name = "panns-cnn14"
 
-    def __init__(self, model: Cnn14, device: str = "cpu", min_seconds: float = 2.0, source: str = ""):
+    def __init__(self, model: Cnn14, device: str = "cpu", min_seconds: float = 2.0, source: str = "",
+                 remove_mean: bool = True):
         self.model = model.eval().to(device)
         self.device = device
         self.sample_rate = model.config.sample_rate
         self.min_samples = round(min_seconds * self.sample_rate)
+        self.remove_mean = remove_mean
         self.source = source
+        c = model.config
+        #: the feature network, as an evaluation report names it
+        self.network = (f"PANNs CNN14 {c.sample_rate // 1000} kHz ({c.embedding_dim}-d embedding, "
+                        f"{c.classes} classes) from {source or 'memory'}")
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _prepare(self, item: Media) -> torch.Tensor:
@@ -240,7 +248,9 @@ class Cnn14Classifier:
         if item.modality != "audio" or not item.sample_rate:
             raise MediaError("the audio classifier needs an audio item with a sample rate", item=item.label)
         wave = np.asarray(item.data, np.float32)
-        wave = resample(wave - wave.mean(), item.sample_rate, self.sample_rate)
+        if self.remove_mean:
+            wave = wave - wave.mean()
+        wave = resample(wave, item.sample_rate, self.sample_rate)
         if wave.size < self.min_samples:
             wave = np.pad(wave, (0, self.min_samples - wave.size))
         return torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None]
@@ -262,9 +272,14 @@ def default_checkpoint() -> Path:
 
 
 def load_cnn14_classifier(checkpoint: str | Path | None = None, *, device: str | None = None,
+                          min_seconds: float = 2.0, remove_mean: bool = True,
                           **front_end: Any) -> Cnn14Classifier:
     """The cached :class:`Cnn14Classifier` for ``checkpoint`` (default: :func:`default_checkpoint`)."""
     path = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
     device = resolve_device(device)
+    # one network per checkpoint and device, shared by classifiers that prepare clips differently
     key = ("cnn14", str(path.resolve()), device, tuple(sorted(front_end.items())))
-    return cached(key, lambda: Cnn14Classifier(load_cnn14(path, **front_end), device, source=str(path)))
+    model = cached(key, lambda: load_cnn14(path, **front_end))
+    return cached((*key, min_seconds, remove_mean),
+                  lambda: Cnn14Classifier(model, device, min_seconds=min_seconds, source=str(path),
+                                          remove_mean=remove_mean))

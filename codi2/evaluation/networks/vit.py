@@ -36,6 +36,7 @@ class DinoEmbedder:
         self.device = device
         self.batch_size = batch_size
         self.source = source
+        self.network = f"DINO ViT (transformers ViTModel, CLS token) from {source}"
         self._cache: dict[str, np.ndarray] = {}
 
     @torch.inference_mode()
