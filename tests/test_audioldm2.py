@@ -87,8 +87,7 @@ def test_options_are_strict(spec):
     assert spec.validate_options({}).model == "cvssp/audioldm2"
     with pytest.raises(ConfigError, match="audioldm2.*colour"):
         spec.validate_options({"colour": "red"})
-    with pytest.raises(ConfigError, match="fidelity"):
-        spec.validate_options({"fidelity": True})
+    assert spec.validate_options({"fidelity": True}).fidelity
 
 
 def test_condition_is_the_gpt2_stream(decoder):
@@ -236,3 +235,84 @@ def test_missing_component_folder_is_named(spec, model_dir, tmp_path):
     shutil.rmtree(broken / "vocoder")
     with pytest.raises(ComponentLoadError, match="'vocoder'"):
         spec.load({"model": str(broken), "device": "cpu", "local_files_only": True})
+
+
+# --- fidelity (paper §5.1): reference mel latents through a widened conv_in ----------------------
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_fidelity_starts_as_the_plain_model(spec, model_dir, guidance, clips):
+    fid, decoder = load(spec, model_dir, fidelity=True), load(spec, model_dir)
+    assert fid.supports_reference and fid.unet.conv_in.weight.shape[1] == 8
+    assert fid.unet.conv_in.weight[:, 4:].abs().sum() == 0
+    cond = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(3))
+    # the own sampling loop, with a reference, renders what the stock pipeline renders
+    ours = fid.generate(cond, reference=[clips[0], None], guidance=guidance, generator=torch.Generator().manual_seed(0))
+    plain = decoder.generate(cond, guidance=guidance, generator=torch.Generator().manual_seed(0))
+    for a, b in zip(ours, plain, strict=True):
+        assert a.data.shape == b.data.shape == (2560,) and a.sample_rate == 16000
+        assert np.abs(b.data).max() > 0
+        # (the tiny model's output is quiet: compare relative to its scale)
+        np.testing.assert_allclose(a.data, b.data, rtol=0, atol=1e-4 * np.abs(b.data).max())
+    # and the training loss with a reference equals the plain decoder's
+    torch.testing.assert_close(
+        fid.diffusion_loss(cond, clips, reference=clips, generator=torch.Generator().manual_seed(1)),
+        decoder.diffusion_loss(cond, clips, generator=torch.Generator().manual_seed(1)),
+    )
+
+
+def test_fidelity_adapters_train_conv_in_and_round_trip(spec, model_dir, clips):
+    fid = load(spec, model_dir, fidelity=True, trainable="adapters")
+    assert {n for n, p in fid.named_parameters() if p.requires_grad} == {"unet.conv_in.weight", "unet.conv_in.bias"}
+    cond = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(4))
+    reference = list(reversed(clips))
+    opt = torch.optim.SGD([p for p in fid.parameters() if p.requires_grad], lr=0.5)
+    losses = []
+    for _ in range(3):
+        loss = fid.diffusion_loss(cond, clips, reference=reference, generator=torch.Generator().manual_seed(2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert fid.unet.conv_in.weight[:, 4:].abs().sum() > 0, "the reference channels learned"
+
+    state = {k: v.clone() for k, v in fid.trained_state_dict().items()}
+    assert set(state) == {"unet.conv_in.weight", "unet.conv_in.bias"}
+    fresh = load(spec, model_dir, fidelity=True)
+    kwargs = dict(reference=reference, guidance=1.0)
+    untrained = fresh.generate(cond, **kwargs, generator=torch.Generator().manual_seed(0))
+    fresh.load_trained_state_dict(state)
+    restored = fresh.generate(cond, **kwargs, generator=torch.Generator().manual_seed(0))
+    trained = fid.generate(cond, **kwargs, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(restored[0].data, trained[0].data)
+    assert not np.array_equal(untrained[0].data, trained[0].data)
+    with pytest.raises(CheckpointError, match="unet.conv_in.weight"):
+        load(spec, model_dir).load_trained_state_dict(state)
+    with pytest.raises(ConfigError, match="fidelity"):
+        load(spec, model_dir).set_trainable("adapters")
+
+
+def test_fidelity_through_the_model_trains_and_saves_the_adapter(spec, model_dir, clips, tmp_path):
+    """An audio edit with ``fidelity: true``: the input clip is the reference, the widened
+    conv_in trains in the model and is saved with the codi2 checkpoint."""
+    from safetensors.torch import load_file
+
+    from codi2.core.model import CoDi2Model
+    from codi2.testing import TinyEncoder, TinyLLM
+
+    torch.manual_seed(0)
+    model = CoDi2Model.from_components(encoders=[TinyEncoder()], llm=TinyLLM(),
+                                       decoders={"audio": load(spec, model_dir, fidelity=True)}, fidelity=True)  # fmt: skip
+    model.set_trainable(llm="frozen", decoders="adapters")
+    conversation = [
+        {"role": "user", "content": [{"type": "text", "text": "louder "}, {"type": "audio", "data": clips[0]}]},
+        {"role": "assistant", "content": [{"type": "audio", "data": clips[1]}]},
+    ]
+    losses = model(model.collate([conversation]), generator=torch.Generator().manual_seed(0))
+    losses["total"].backward()
+    extra = model.decoders["audio"].unet.conv_in.weight.grad[:, 4:]
+    assert extra.abs().sum() > 0, "the reference channels get a gradient: the input clip was the reference"
+    saved = load_file(str(model.save_pretrained(tmp_path / "m") / "model.safetensors"))
+    assert {k for k in saved if k.startswith("decoder.audio.")} == {"decoder.audio.unet.conv_in.weight", "decoder.audio.unet.conv_in.bias"}
+    torch.testing.assert_close(saved["decoder.audio.unet.conv_in.weight"], model.decoders["audio"].unet.conv_in.weight.detach())

@@ -55,7 +55,7 @@ def test_options_are_validated():
         spec.validate_options({"lora_rank": 8})
     with pytest.raises(ConfigError, match="init='random'"):
         spec.validate_options({"device": "meta"})
-    assert spec.validate_options({}).lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert spec.validate_options({}).lora.target_modules == "auto"
 
 
 def test_loads_with_the_checkpoint_vocabulary_and_text_round_trip(load, tiny_dir):

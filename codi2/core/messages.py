@@ -52,6 +52,8 @@ class MediaPart:
     source: Any
     name: str | None = None
     target: bool = True  # only meaningful in assistant messages
+    #: a description of the item; text-conditioned decoders regress to its encoding
+    caption: str | None = None
 
     @property
     def label(self) -> str:
@@ -103,10 +105,13 @@ def _media_from_part(part: Mapping[str, Any], where: str, modalities: Modalities
         raise MessageError(f"{where}: URLs are never fetched; pass the media as 'path' or 'data'")
     if len(sources) != 1:
         raise MessageError(f"{where}: a {modality} part needs exactly one of 'path', 'data' or '{modality}'")
-    unknown = set(part) - {"type", "path", "data", modality, "name", "target"}
+    unknown = set(part) - {"type", "path", "data", modality, "name", "target", "caption"}
     if unknown:
         raise MessageError(f"{where}: unknown keys {sorted(unknown)} in a {modality} part")
-    return MediaPart(modality, part[sources[0]], name=part.get("name"), target=bool(part.get("target", True)))
+    caption = part.get("caption")
+    if caption is not None and not isinstance(caption, str):
+        raise MessageError(f"{where}: 'caption' must be a string")
+    return MediaPart(modality, part[sources[0]], name=part.get("name"), target=bool(part.get("target", True)), caption=caption)
 
 
 def normalize_messages(messages: str | Sequence[Mapping[str, Any] | Message], media: Mapping[str, Any] | None = None,

@@ -237,6 +237,8 @@ class CoDi2Model(nn.Module):
             media = self.modalities.load(part.source, part.modality, name=part.name)
         if part.name and not media.name:
             media.name = part.name
+        if part.caption is not None:
+            media.meta["caption"] = part.caption
         return media
 
     def collate(self, conversations: Sequence[Any], *, training: bool = True) -> Batch:

@@ -15,6 +15,7 @@ where the template adds a generation prompt (``<|im_start|>assistant``), that pa
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,11 +80,20 @@ class TokenSequence:
         self.labels.extend([label] * len(ids))
 
 
-def render_pieces(messages: Sequence[Message], render: Callable, *, training: bool, add_generation_prompt: bool) -> list[tuple[str, bool, int]]:
+def render_pieces(
+    messages: Sequence[Message], render: Callable, *, training: bool, add_generation_prompt: bool,
+    tokenize: Callable[[str], list[int]] | None = None,
+) -> list[tuple[str, bool, int]]:
     """The rendered conversation as ``(text, is_target, message_index)`` pieces.
 
     Each message's text is the difference between renderings of the conversation up to it and
-    up to the one before, so the template decides all formatting.
+    up to the one before, so the template decides all formatting. Templates that close every
+    rendering with text that moves to the end when more turns follow (Phi-3 writes ``eos_token``
+    unless a generation prompt is asked for) are split before that closing text: it is
+    recognised as a tail of the shorter rendering that the full conversation ends with too (see
+    :func:`_stable_end`). Any other change to earlier text is a :class:`TemplateError` when
+    training (turns must be told apart to label them); for generation the whole rendering is
+    then one piece.
     """
     chat: list[dict[str, str]] = []
     counter = 0
@@ -97,27 +107,67 @@ def render_pieces(messages: Sequence[Message], render: Callable, *, training: bo
                 counter += 1
         chat.append({"role": msg.role, "content": "".join(content)})
 
+    renders = [render(chat[: i + 1], add_generation_prompt=False) for i in range(len(messages))]
+    final = render(chat, add_generation_prompt=True) if add_generation_prompt else None
+    try:
+        return _split(messages, chat, renders, final, render, tokenize, training=training)
+    except TemplateError:
+        if training:
+            raise
+        # generating needs no turn boundaries (nothing is a target): the whole rendering as one piece
+        return [(final if final is not None else (renders[-1] if renders else ""), False, 0)]
+
+
+def _split(
+    messages: Sequence[Message], chat: list[dict[str, str]], renders: list[str], final: str | None,
+    render: Callable, tokenize: Callable[[str], list[int]] | None, *, training: bool,
+) -> list[tuple[str, bool, int]]:
+    ending = renders[-1] if renders else ""
     pieces: list[tuple[str, bool, int]] = []
     prev = ""
     for i, msg in enumerate(messages):
-        full = render(chat[: i + 1], add_generation_prompt=False)
-        if not full.startswith(prev):
-            raise TemplateError(
-                f"the chat template is not prefix-stable at message {i}: rendering more turns changed "
-                "earlier text, so turns cannot be told apart; set a simpler chat_template"
-            )
+        full = renders[i]  # starts with prev: every cut below keeps the text before it
         target = training and msg.role == "assistant" and msg.target
         if target and i > 0:
             prompt = render(chat[:i], add_generation_prompt=True)
             if prompt.startswith(prev) and full.startswith(prompt):
                 pieces.append((prompt[len(prev) :], False, i))
                 prev = prompt
-        pieces.append((full[len(prev) :], target, i))
-        prev = full
-    if add_generation_prompt:
-        final = render(chat, add_generation_prompt=True)
+        following = renders[i + 1] if i + 1 < len(renders) else final
+        end = len(full) if following is None else _stable_end(full, following, ending, len(prev), tokenize)
+        if end is None:
+            raise TemplateError(
+                f"the chat template is not prefix-stable at message {i}: rendering more turns changed "
+                "earlier text (not only closing text at the end), so turns cannot be told apart; "
+                "set a simpler chat_template"
+            )
+        pieces.append((full[len(prev) : end], target, i))
+        prev = full[:end]
+    if final is not None:
         pieces.append((final[len(prev) :], False, len(messages)))
     return pieces
+
+
+def _stable_end(
+    text: str, following: str, ending: str, start: int, tokenize: Callable[[str], list[int]] | None
+) -> int | None:
+    """Where ``text`` (a rendering) stops being a prefix of ``following`` (the next one), if what
+    comes after is closing text: a tail of ``text`` that ``ending`` (the whole conversation's
+    rendering) ends with too. The cut moves back to where the tokens before it are those of
+    ``text`` (``<|endoftext|>`` and ``<|assistant|>`` share their first characters, but not a
+    token). None: no such cut."""
+    common = len(os.path.commonprefix([text, following]))
+    if common == len(text):
+        return common
+    shared_tail = len(os.path.commonprefix([text[::-1], ending[::-1]]))
+    cuts = range(common, max(start, len(text) - shared_tail) - 1, -1)  # each leaves a tail ending ends with
+    if tokenize is not None and cuts:
+        whole = tokenize(text[start:])  # this message's piece, tokenized on its own as build_sequence does
+        for end in cuts:  # the first cut whose tokens are unchanged by the closing text
+            head = tokenize(text[start:end])
+            if whole[: len(head)] == head:
+                return end
+    return cuts[0] if cuts else None
 
 
 def build_sequence(
@@ -138,7 +188,8 @@ def build_sequence(
     """
     parts = [(i, p) for i, m in enumerate(messages) for p in m.parts if isinstance(p, MediaPart)]
     seq = TokenSequence()
-    for text, target, msg_index in render_pieces(messages, render, training=training, add_generation_prompt=add_generation_prompt):
+    pieces = render_pieces(messages, render, training=training, add_generation_prompt=add_generation_prompt, tokenize=tokenize)
+    for text, target, msg_index in pieces:
         pos = 0
         for match in _SENTINEL_RE.finditer(text):
             if match.start() > pos:

@@ -205,15 +205,16 @@ class TrainConfig(_Strict):
             return None
         return Path(self.feature_cache.replace(OUTPUT_DIR_TOKEN, self.output_dir))
 
-    def trainable_for(self, *, fidelity: bool) -> TrainableConfig:
-        """The stage as explicit trainable flags."""
+    def trainable_for(self, *, fidelity: bool, llm_policy: str = "lora") -> TrainableConfig:
+        """The stage as explicit trainable flags. ``llm_policy``: how the ``instruct`` stage
+        trains the LLM, the LLM's own default (``hf-causal-lm``'s ``trainable`` option)."""
         adapters = "adapters" if fidelity else "frozen"
         if self.stage == "align":
             return TrainableConfig(input_projectors=True, output_side=False, markers=True, llm="frozen", decoders="frozen")
         if self.stage == "output":
             return TrainableConfig(input_projectors=False, output_side=True, markers=False, llm="frozen", decoders=adapters)
         if self.stage == "instruct":
-            return TrainableConfig(input_projectors=True, output_side=True, markers=True, llm="lora", decoders=adapters)
+            return TrainableConfig(input_projectors=True, output_side=True, markers=True, llm=llm_policy, decoders=adapters)
         assert self.trainable is not None  # checked by the validator
         return self.trainable
 

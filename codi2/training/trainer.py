@@ -146,7 +146,9 @@ class _Run:
             model.config = model.config.model_copy(update={"loss": model.config.loss.model_copy(update=updates)})
         if self.resume_from is not None:
             self._load_weights(self.resume_from / "model.safetensors")
-        apply_stage(model, config.trainable_for(fidelity=model.config.fidelity), continued)
+        # the instruct stage trains the LLM as its plugin was configured (LoRA unless it says otherwise)
+        llm_policy = getattr(model.llm, "default_policy", "lora")
+        apply_stage(model, config.trainable_for(fidelity=model.config.fidelity, llm_policy=llm_policy), continued)
         if config.gradient_checkpointing:
             enable = getattr(model.llm, "enable_gradient_checkpointing", None)
             if enable is None:

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
-from codi2.errors import ComponentLoadError, MediaError
+from codi2.errors import ComponentLoadError, ConfigError, MediaError
 from codi2.plugins.decoders._diffusers_common import (
     step_callback,
     DiffusersDecoderBase,
@@ -29,6 +29,7 @@ from codi2.plugins.decoders._diffusers_common import (
     prediction_target,
     resolve_device,
 )
+from codi2.plugins.decoders._sd_unclip_impl import widen_conv_in
 
 if TYPE_CHECKING:
     from codi2.plugins.decoders.audioldm2 import AudioLDM2Options
@@ -165,6 +166,19 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
         # training noises latents with the DDPM forward process of the pipeline's scheduler config
         self.train_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
 
+        # the paper's fidelity path (§5.1): reference mel latents concatenated to the UNet input
+        self.supports_reference = options.fidelity
+        self.latent_channels = int(self.vae.config.latent_channels)
+        in_channels = self.unet.conv_in.in_channels
+        expected = 2 * self.latent_channels if options.fidelity else self.latent_channels
+        if options.fidelity and in_channels == self.latent_channels:
+            widen_conv_in(self.unet, self.latent_channels)
+        elif in_channels != expected:
+            raise ComponentLoadError(
+                f"decoder {NAME!r}: the UNet takes {in_channels} input channels, expected {expected} "
+                f"(fidelity={options.fidelity}, {self.latent_channels} latent channels)"
+            )
+
         self.register_buffer("mel_filters", self.mel.filters(), persistent=False)
         self.to(resolve_device(options.device))
         with torch.no_grad():
@@ -251,6 +265,38 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
         latents = self.vae.encode(mel).latent_dist.sample(generator)
         return latents * self.vae.config.scaling_factor
 
+    @torch.no_grad()
+    def _reference_latents(self, reference: Sequence[Media | None] | None, rows: int) -> torch.Tensor | None:
+        """Scaled VAE latents (distribution mode) of the reference clips' mel spectrograms,
+        zeros where a row has none; ``None`` without fidelity."""
+        if not self.supports_reference:
+            check_no_reference(NAME, reference)
+            return None
+        scale = self.pipeline.vae_scale_factor
+        shape = (rows, self.latent_channels, self.frames // scale, self.mel.n_mels // scale)
+        latents = torch.zeros(shape, device=self.device, dtype=self.unet.dtype)
+        if reference is None:
+            return latents
+        if len(reference) != rows:
+            raise ValueError(f"decoder {NAME!r}: {len(reference)} references for {rows} rows")
+        present = [i for i, r in enumerate(reference) if r is not None]
+        if present:
+            mel = self.mel_spectrogram([reference[i] for i in present]).to(self.vae.dtype)
+            encoded = self.vae.encode(mel).latent_dist.mode() * self.vae.config.scaling_factor
+            latents[present] = encoded.to(latents.dtype)
+        return latents
+
+    def adapter_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """The widened ``conv_in`` (with fidelity): what the ``adapters`` policy trains and saves."""
+        if not self.supports_reference:
+            return {}
+        return {f"unet.conv_in.{k}": v for k, v in self.unet.conv_in.named_parameters()}
+
+    def set_trainable(self, policy: str) -> None:
+        if policy == "adapters" and not self.supports_reference:
+            raise ConfigError(f"decoder {NAME!r}: policy 'adapters' trains the fidelity conv_in; set fidelity=true or use 'frozen'/'full'")
+        super().set_trainable(policy)
+
     # --- the Decoder interface ----------------------------------------------------------------
 
     @torch.no_grad()
@@ -274,12 +320,15 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
         reference: Sequence[Media | None] | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Denoising loss on the targets' mel latents with ``cond`` as the GPT-2 stream."""
-        check_no_reference(NAME, reference)
+        """Denoising loss on the targets' mel latents with ``cond`` as the GPT-2 stream; with
+        fidelity, the reference latents (zeros for rows without one) join the UNet input."""
         check_cond(NAME, cond, *self._spec(), batch=len(media))
         latents = self._latents(media, generator)
+        ref = self._reference_latents(reference, len(media))
         noise, t = noise_and_timesteps(latents, self.train_scheduler.config.num_train_timesteps, generator)
         noisy = self.train_scheduler.add_noise(latents, noise, t)
+        if ref is not None:
+            noisy = torch.cat([noisy, ref.to(noisy.dtype)], dim=1)
         t5, t5_mask = self._t5(len(media))
         pred = self.unet(
             noisy, t, encoder_hidden_states=cond.to(self.device, self.unet.dtype),
@@ -299,11 +348,15 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
         generator: torch.Generator | None = None,
         on_step: Any = None,
     ) -> list[Media]:
-        """One clip per row of ``cond``: the stock pipeline with ``generated_prompt_embeds=cond``."""
-        check_no_reference(NAME, reference)
+        """One clip per row of ``cond``: the stock pipeline with ``generated_prompt_embeds=cond``;
+        with fidelity, :meth:`_sample_with_reference` (zero reference latents for rows without one)."""
         check_cond(NAME, cond, *self._spec())
         batch = cond.shape[0]
         guidance = self.options.guidance if guidance is None else guidance
+        ref = self._reference_latents(reference, batch)
+        if ref is not None:
+            audios = self._sample_with_reference(cond, ref, steps or self.options.steps, guidance, generator)
+            return [Media("audio", np.clip(a, -1.0, 1.0).astype(np.float32), sample_rate=self.sample_rate) for a in audios]
         t5, t5_mask = self._t5(batch)
         negative: dict[str, Any] = {}
         if guidance > 1.0:  # the pipeline would otherwise encode "" itself, through the broken GPT-2 path
@@ -322,6 +375,36 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
             Media("audio", np.clip(a, -1.0, 1.0).astype(np.float32), sample_rate=self.sample_rate)
             for a in out.audios
         ]
+
+    def _sample_with_reference(
+        self, cond: torch.Tensor, ref: torch.Tensor, steps: int, guidance: float, generator: torch.Generator | None
+    ) -> np.ndarray:
+        """The stock pipeline's sampling loop with the reference latents concatenated to the
+        UNet input. It exists only because ``AudioLDM2Pipeline`` cannot pass extra input
+        channels; it calls the pipeline's own helpers in the pipeline's order (so the random
+        draws match) and, with zero-initialised extra channels, reproduces it exactly. Guidance
+        uses the pipeline's unconditional pair and keeps the reference in both branches."""
+        pipe, rows = self.pipeline, len(cond)
+        generated = cond.to(self.device, self.language_model.dtype)
+        t5, t5_mask = self._t5(rows)
+        if guidance > 1.0:  # the pipeline's order: unconditional first
+            generated = torch.cat([self.generated_empty.expand(rows, -1, -1).to(generated.dtype), generated])
+            t5, t5_mask, ref = torch.cat([t5, t5]), torch.cat([t5_mask, t5_mask]), torch.cat([ref, ref])
+        pipe.scheduler.set_timesteps(steps, device=self.device)
+        latents = pipe.prepare_latents(rows, self.latent_channels, self.frames, t5.dtype, self.device, generator)
+        step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
+        for t in pipe.scheduler.timesteps:
+            model_input = torch.cat([latents, latents]) if guidance > 1.0 else latents
+            model_input = torch.cat([pipe.scheduler.scale_model_input(model_input, t), ref.to(model_input.dtype)], dim=1)
+            pred = self.unet(model_input, t, encoder_hidden_states=generated, encoder_hidden_states_1=t5,
+                             encoder_attention_mask_1=t5_mask, return_dict=False)[0]  # fmt: skip
+            if guidance > 1.0:
+                uncond, text = pred.chunk(2)
+                pred = uncond + guidance * (text - uncond)
+            latents = pipe.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
+        mel = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        audio = pipe.mel_spectrogram_to_waveform(mel)
+        return audio[:, : int(self.audio_length_in_s * self.sample_rate)].numpy()
 
     def _spec(self) -> tuple[int, int]:
         return self.condition.tokens, self.condition.dim

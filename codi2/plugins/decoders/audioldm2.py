@@ -33,7 +33,13 @@ Sampling (``generate``) is the stock pipeline with ``prompt_embeds`` = the empty
 ``generated_prompt_embeds`` = ``cond`` and, for guidance, the pipeline's own unconditional pair
 (empty-prompt T5 and the GPT-2 vectors of the empty prompt). Output: mono float32 at 16 kHz.
 
-Not done: the paper's §5.1 fidelity path for audio (``fidelity=True`` is rejected).
+Fidelity (paper §5.1, ``fidelity=True``): the reference clip's mel latents (the VAE's mode,
+at the training length; zeros for rows without a reference) are concatenated to the UNet input
+through a ``conv_in`` widened with zero-initialised channels, as ``sd-unclip`` does for images.
+The ``adapters`` policy trains and saves that ``conv_in`` (``unet.conv_in.*``). Sampling with
+fidelity runs the stock pipeline's loop itself (the pipeline cannot pass extra channels),
+calling the pipeline's own helpers in its order, so with the extra channels still zero it
+renders exactly what the stock pipeline renders.
 """
 
 from __future__ import annotations
@@ -54,10 +60,10 @@ DEFAULT_MODEL = "cvssp/audioldm2"
 
 
 class AudioLDM2Options(PipelineOptions):
-    """Options of the ``audioldm2`` decoder (shared ones in :class:`PipelineOptions`; the
-    fidelity path is not implemented for audio yet)."""
+    """Options of the ``audioldm2`` decoder (shared ones in :class:`PipelineOptions`)."""
 
     plugin: ClassVar[str] = NAME
+    has_fidelity: ClassVar[bool] = True
 
     #: hub id or local directory of an ``AudioLDM2Pipeline`` (diffusers layout)
     model: str = DEFAULT_MODEL

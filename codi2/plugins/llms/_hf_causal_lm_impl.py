@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,6 +50,9 @@ class HFCausalLM(nn.Module):
         arguments = inspect.signature(model.forward).parameters
         self._cache_name = "cache" if "cache" in arguments else "past_key_values"
         self.policy = "full"  # what from_pretrained leaves; load() applies options.trainable
+        #: what the ``instruct`` training stage sets (``frozen`` keeps the LLM frozen there too)
+        self.default_policy: str = options.trainable
+        self.lora_targets: list[str] | None = None  # the adapted modules, once LoRA is on
         self.gradient_checkpointing = False
         if options.gradient_checkpointing:
             self.enable_gradient_checkpointing()
@@ -191,15 +195,17 @@ class HFCausalLM(nn.Module):
         from peft import LoraConfig, TaskType, get_peft_model
 
         lora = self.options.lora
+        targets = lora_targets(self.model, lora.target_modules)
         config = LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), bias="none", task_type=TaskType.CAUSAL_LM,
+            target_modules=targets, bias="none", task_type=TaskType.CAUSAL_LM,
         )
         try:
             self.model = get_peft_model(self.model, config)
-        except ValueError as exc:  # target modules not found in the model
-            problem = f"options lora.target_modules {lora.target_modules}: {exc}"
+        except ValueError as exc:  # a matched module peft cannot adapt
+            problem = f"options lora.target_modules {targets}: {exc}"
             raise ConfigError(f"llm {NAME!r}: {problem}") from None
+        self.lora_targets = targets
 
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """``{}`` when frozen; the adapter weights under ``lora``; every weight under ``full``.
@@ -248,6 +254,60 @@ class HFCausalLM(nn.Module):
         ``x.base_layer.weight`` inside adapted layers)."""
         state = self._full_state()
         return {k.replace(".base_layer.", "."): v for k, v in state.items() if _LORA_MARK not in k}
+
+
+def attention_projections(model: nn.Module) -> list[str]:
+    """The linear layers of ``model``'s attention blocks, as ``block.layer`` names in model order
+    (``self_attn.q_proj``, ``attn.c_attn``, ``attention.query_key_value`` ...)."""
+    names: list[str] = []
+    for path, module in model.named_modules():
+        parent, _, leaf = path.rpartition(".")
+        block = parent.rpartition(".")[2]
+        if _is_linear(module) and ("attn" in block.lower() or "attention" in block.lower()):
+            name = f"{block}.{leaf}"
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _is_linear(module: nn.Module) -> bool:
+    # GPT-2 style models use transformers' Conv1D (a linear layer with transposed weights)
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def lora_targets(model: nn.Module, requested: str | Sequence[str]) -> list[str]:
+    """The module names LoRA adapts for the ``lora.target_modules`` option (see its docs)."""
+    found = attention_projections(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", "?")
+    where = f"llm {NAME!r} ({type(model).__name__}, model_type {model_type!r})"
+    if requested == "auto":
+        if not found:
+            raise ConfigError(
+                f"{where}: options lora.target_modules 'auto' found no linear layer inside an attention "
+                f"block; name the modules to adapt in lora.target_modules"
+            )
+        return found
+    if requested == "peft":
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+        if model_type not in DEFAULTS:
+            raise ConfigError(
+                f"{where}: options lora.target_modules 'peft': peft has no default for this model type; "
+                f"use 'auto' (the attention projections: {', '.join(found) or 'none found'}) or a list"
+            )
+        return list(DEFAULTS[model_type])
+    modules = [path for path, _ in model.named_modules()]
+    missing = [t for t in requested if not any(p == t or p.endswith("." + t) for p in modules)]
+    if missing:
+        problem = (
+            f"options lora.target_modules {', '.join(missing)} match no module; "
+            f"the attention projections are {', '.join(found) or 'none found'}"
+        )
+        if len(missing) == len(requested):
+            raise ConfigError(f"{where}: {problem}")
+        adapted = [t for t in requested if t not in missing]
+        warnings.warn(f"{where}: {problem}; LoRA adapts only {', '.join(adapted)}", stacklevel=3)
+    return list(requested)
 
 
 def _check_state(

@@ -17,13 +17,16 @@ Options (all validated, unknown keys rejected):
 - ``dtype``: ``auto`` (the checkpoint's own; the config's with ``init: random``) | ``float32`` |
   ``bfloat16`` | ``float16``; ``device``: where the weights are loaded (default: the CPU, the
   model core moves them; an accelerator loads them straight there, with accelerate).
-- ``trainable``: ``frozen`` | ``lora`` | ``full`` (applied at load; ``set_trainable`` changes it).
+- ``trainable``: ``frozen`` | ``lora`` | ``full`` (applied at load; ``set_trainable`` changes it;
+  the ``instruct`` training stage trains the LLM this way, so ``frozen`` adds no LoRA there).
   The trained state is ``{}`` when frozen, the adapter weights under ``lora`` (a checkpoint
   needs the same ``lora`` options to load back), every weight under ``full``.
-- ``lora``: ``r``, ``alpha``, ``dropout``, ``target_modules``. The defaults (r=32, alpha=32,
-  dropout=0.1 on q/k/v/o projections) are those of NExT-GPT and PandaGPT, whose model code the
-  CoDi-2 release derives from; the CoDi-2 release itself adapts the same four projections but
-  does not publish its values.
+- ``lora``: ``r``, ``alpha``, ``dropout``, ``target_modules`` (``auto``: every linear layer of
+  the attention blocks, whatever the architecture names them; ``peft``: peft's default for the
+  model type; or a list, see :class:`LoraOptions`). The defaults (r=32, alpha=32, dropout=0.1
+  on all attention projections) are those of NExT-GPT and PandaGPT, whose model code the CoDi-2
+  release derives from; the CoDi-2 release itself adapts the same four projections but does
+  not publish its values.
 - ``gradient_checkpointing``: recompute activations in the backward pass (non-reentrant, so LoRA
   gradients flow even when the inputs do not require grad); the KV cache is off while training.
 - ``attn_implementation``: e.g. ``sdpa``, ``eager``, ``flash_attention_2``.
@@ -37,6 +40,8 @@ Options (all validated, unknown keys rejected):
   overrides fields of the configuration stored at ``model``. ``device: "meta"`` (random only)
   builds the model without allocating memory — a Llama-2-7B in well under a second.
 
+docs/llms.md documents every option with examples for each tested family.
+
 This module is light at import: torch, transformers and peft load inside :func:`load`.
 """
 
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from codi2.registry.hookspecs import hookimpl
 
@@ -68,16 +73,31 @@ FALLBACK_CHAT_TEMPLATE = (
 
 
 class LoraOptions(BaseModel):
-    """LoRA adapter settings (peft ``LoraConfig``)."""
+    """LoRA adapter settings (peft ``LoraConfig``).
+
+    ``target_modules``: ``"auto"`` (default) adapts every linear projection of the model's
+    attention blocks, whatever the architecture calls them (``q_proj``/``k_proj``/``v_proj``/
+    ``o_proj`` in Llama, ``qkv_proj``/``o_proj`` in Phi-3, ``c_attn``/``c_proj`` in GPT-2,
+    ``query_key_value``/``dense`` in GPT-NeoX and Falcon); ``"peft"`` takes peft's own default
+    for the model type (``q_proj``/``v_proj`` in Llama); a list names modules the peft way (a
+    module's name or the end of its dotted path, ``self_attn.o_proj``). A name that matches
+    nothing is an error when nothing matches and a warning when others do; both name the
+    attention projections the model has.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     r: int = Field(32, ge=1)
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1
-    )
+    target_modules: Literal["auto", "peft"] | list[str] = "auto"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError('give at least one module name, or "auto"')
+        return value
 
 
 class HFCausalLMOptions(BaseModel):
