@@ -63,11 +63,21 @@ def check_media(name: str, item: Any, modality: str) -> None:
         raise MediaError(f"decoder {name!r} needs {modality} media, got {what}", item=getattr(item, "label", None))
 
 
-def step_callback(on_step: Any, steps: int) -> dict[str, Any]:
-    """Keyword arguments that make a stock pipeline report its steps to ``on_step(done, total)``
-    (through the pipelines' ``callback(step, timestep, latents)``); ``{}`` without ``on_step``."""
+def step_callback(on_step: Any, steps: int, pipeline: Any = None) -> dict[str, Any]:
+    """Keyword arguments that make a stock pipeline report its steps to ``on_step(done, total)``:
+    ``callback_on_step_end`` where ``pipeline``'s call takes it, else the older
+    ``callback(step, timestep, latents)``; ``{}`` without ``on_step``."""
     if on_step is None:
         return {}
+    if pipeline is not None:
+        import inspect
+
+        if "callback_on_step_end" in inspect.signature(type(pipeline).__call__).parameters:
+            def on_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                on_step(min(step + 1, steps), steps)
+                return tensors
+
+            return {"callback_on_step_end": on_end}
     return {"callback": lambda step, timestep, latents: on_step(min(step + 1, steps), steps), "callback_steps": 1}
 
 
