@@ -172,3 +172,16 @@ def test_a_model_names_its_modalities_and_refuses_others(builtin):
     messages = normalize_messages("{d}", {"d": Media("depth", np.zeros(2))}, depth)  # known to the collection
     with pytest.raises(UnknownModalityError, match="no encoder for depth input; this model reads audio, image, text, video"):
         model.sequence(messages, training=False)  # ... but not to this model
+
+
+def test_media_option_names_a_modality_when_asked(tmp_path, builtin, monkeypatch):
+    from codi2.attachments import load_attachment, parse_media_option
+
+    assert parse_media_option("a=cat.png") == ("a", "cat.png", None)
+    assert parse_media_option("d=depth:scan.npy") == ("d", "scan.npy", "depth")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "depth:scan.npy").write_bytes(b"")  # a file that exists as written wins over the prefix form
+    assert parse_media_option("d=depth:scan.npy") == ("d", "depth:scan.npy", None)
+    (tmp_path / "x:y.png").write_bytes(b"")
+    with pytest.raises(UnknownModalityError, match="unknown modality 'smell'; known: image, audio, video"):
+        load_attachment(tmp_path / "x:y.png", name="a", modality="smell", modalities=builtin)

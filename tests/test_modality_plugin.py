@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_registry import install_example
 
 import codi2
 from codi2.core.types import Media
 from codi2.errors import MediaDecodeError, MediaLimitError, UnknownModalityError
 from codi2.registry import Registry
-from test_registry import install_example
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "examples" / "codi2-pointcloud-plugin"
@@ -197,6 +197,20 @@ def test_codi2_generate(trained, site, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "error: media 'p' (bad.ply): PLY vertices lack properties y, z"
 
 
+def test_codi2_data_validate(trained, site, tmp_path):
+    data = trained["root"] / "train.jsonl"
+    good = run_cli(["data", "validate", str(data), "--decode", "--json"], site)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert json.loads(good.stdout)["media"] == {"pointcloud in": 12, "pointcloud out": 12}
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 2 3\n")
+    record = {"messages": [{"role": "user", "content": [{"type": "pointcloud", "path": "bad.ply"}]},
+                           {"role": "assistant", "content": "ok"}]}  # fmt: skip
+    (tmp_path / "bad.jsonl").write_text(json.dumps(record) + "\n")
+    bad = run_cli(["data", "validate", str(tmp_path / "bad.jsonl"), "--decode", "--json"], site)
+    (problem,) = json.loads(bad.stdout)["problems"]
+    assert bad.returncode == 1 and problem["line"] == 1 and "declares 2 vertices but holds 1" in problem["message"]
+
+
 def test_http_server(trained, registry):
     from fastapi.testclient import TestClient
 
@@ -221,6 +235,8 @@ def test_http_server(trained, registry):
                            files={"p": ("cloud.ply", base64.b64decode(data), "application/octet-stream")})  # fmt: skip
         assert form.status_code == 200, form.text
         (part,) = form.json()["choices"][0]["message"]["media"]
+        session = client.get(f"/v1/sessions/{form.json()['session_id']}").json()
+        assert [p["type"] for m in session["messages"] for p in m["content"] if p["type"] != "text"] == ["pointcloud", "pointcloud"]
         fetched = client.get(part["url"])
         assert fetched.headers["content-type"].startswith("application/x-ply") and fetched.content.startswith(b"ply\n")
 

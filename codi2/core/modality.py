@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from codi2.core.types import Media
-from codi2.errors import MediaLimitError, UnknownModalityError
+from codi2.errors import MediaDecodeError, MediaLimitError, UnknownModalityError
 
 #: how a page may show an item: natively, or as a download link (with an optional preview)
 DISPLAYS = ("image", "audio", "video", "text", "download")
@@ -216,8 +216,11 @@ class Modalities(Mapping[str, ModalitySpec]):
                     f"{item}: cannot tell the modality from suffix {path.suffix or '(none)'} and there is no such "
                     f"file to read; give it as {{'type': MODALITY, 'path': ...}} (registered: {self.known()})"
                 )
-            with path.open("rb") as fh:
-                head = fh.read(SNIFF_BYTES)
+            try:
+                with path.open("rb") as fh:
+                    head = fh.read(SNIFF_BYTES)
+            except OSError as exc:
+                raise MediaDecodeError(f"cannot read {path}: {exc.strerror or exc}", item=item) from None
         magic = [s for s in self._specs.values() if s.sniff and not s.is_text and _safe(s.sniff, head)]
         both = [s for s in magic if s in suffix_specs]
         for candidates in (both, magic, suffix_specs):

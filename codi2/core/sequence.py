@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from codi2.core.config import DEFAULT_MODALITIES
 from codi2.core.messages import MediaPart, Message, TextPart
 from codi2.errors import MessageError, TemplateError, UnknownModalityError
 
@@ -31,10 +32,11 @@ FILL_ID = 0  # id at feature and slot positions; their embeddings are replaced
 @dataclass(frozen=True)
 class Markers:
     """Ids of the ``<modality>`` / ``</modality>`` markers, placed after the LLM's vocabulary,
-    two rows per modality in the order the model config gives (``marker_modalities()``)."""
+    two rows per modality in the order the model config gives (``marker_modalities()``;
+    default: the classic image, audio, video, text layout)."""
 
     vocab_size: int
-    modalities: tuple[str, ...]
+    modalities: tuple[str, ...] = DEFAULT_MODALITIES
 
     def open(self, modality: str) -> int:
         if modality not in self.modalities:

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
     from codi2.core.config import ComponentConfig
     from codi2.core.modality import Modalities
-    from codi2.core.modality import Modalities
 
 ENTRY_POINT_GROUP = "codi2"
 #: set to 1 to skip entry-point plugins (built-ins still load)

@@ -308,7 +308,7 @@ def create_app(
         session = engine.sessions.get(session_id) if valid_id(session_id) else None
         if session is None:
             raise ServerError(404, "session_not_found", f"session {session_id!r} is unknown or expired")
-        return {"id": session.id, "created": int(session.created), "messages": describe_messages(session.messages)}
+        return {"id": session.id, "created": int(session.created), "messages": describe_messages(session.messages, getattr(engine.model, "modalities", None))}
 
     @app.delete("/v1/sessions/{session_id}", tags=["sessions"], summary="Forget a conversation")
     async def delete_session(session_id: str) -> dict[str, Any]:

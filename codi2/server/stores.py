@@ -164,8 +164,9 @@ class MediaStore:
         return self._bytes
 
 
-def describe_messages(messages: list[Message]) -> list[dict[str, Any]]:
-    """Messages as JSON without the media data (text, and each item's modality and size)."""
+def describe_messages(messages: list[Message], modalities: Any = None) -> list[dict[str, Any]]:
+    """Messages as JSON without the media data (text, and each item's modality and size, as
+    ``modalities`` — the served model's — describe them)."""
     from codi2.answers import media_summary
     from codi2.core.messages import TextPart
 
@@ -176,7 +177,7 @@ def describe_messages(messages: list[Message]) -> list[dict[str, Any]]:
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
             elif hasattr(part.source, "modality"):
-                content.append({k: v for k, v in media_summary(part.source).items() if v is not None})
+                content.append({k: v for k, v in media_summary(part.source, modalities).items() if v is not None})
             else:
                 content.append({"type": part.modality, "name": part.name})
         out.append({"role": msg.role, "content": content})

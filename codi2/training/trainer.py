@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from codi2.core.model import CoDi2Model
 from codi2.core.modality import resolve_modalities
+from codi2.core.model import CoDi2Model
 from codi2.errors import CheckpointError, ConfigError
 from codi2.training import checkpoint as ckpt
 from codi2.training.config import TrainConfig

@@ -31,7 +31,7 @@ from codi2.core.media._common import (
     MediaLimits,
     _filename,
     _label,
-    _looks_like_text as looks_like_text,
+    _looks_like_text,
     _read_encoded,
     _unwrap,
     sniff_format,
@@ -51,8 +51,8 @@ __all__ = [
     "load_text",
     "load_video",
     "looks_like_text",
-    "read_encoded",
     "media_to_bytes",
+    "read_encoded",
     "save_media",
     "sniff_format",
 ]
@@ -91,6 +91,11 @@ def load_media(
         f"codi2.core.media reads image, audio, video and text, not {modality!r}; "
         "other modalities are read by their spec (Modalities.load)"
     )
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether a file's first bytes read as UTF-8 text without control characters."""
+    return _looks_like_text(head)
 
 
 def read_encoded(source: Any, *, item: str, limits: MediaLimits | None = None) -> bytes:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import codi2_pointcloud
 import numpy as np
 import pytest
+from codi2_pointcloud.modality import encode_ply, load_pointcloud
 
-import codi2_pointcloud
 from codi2.core.types import Media
 from codi2.errors import MediaDecodeError
 from codi2.registry import Registry
 from codi2.testing import check_decoder, check_encoder
-from codi2_pointcloud.modality import encode_ply, load_pointcloud
 
 
 @pytest.fixture

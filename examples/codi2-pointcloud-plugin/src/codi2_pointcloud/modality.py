@@ -123,7 +123,7 @@ def encode_ply(media: Media) -> bytes:
 
 def describe(media: Media) -> dict[str, Any]:
     points = np.asarray(media.data)
-    return {"points": int(len(points)), "bounds": [points.min(0).round(4).tolist(), points.max(0).round(4).tolist()]}
+    return {"points": len(points), "bounds": [points.min(0).round(4).tolist(), points.max(0).round(4).tolist()]}
 
 
 def preview(media: Media, size: int = 128) -> bytes:
