@@ -140,7 +140,8 @@ def test_chat_page_with_uploaded_image_and_follow_up(server, driver, tmp_path):
     assert loaded_images(driver, ".message.user img"), "the user's own upload is shown"
     assert driver.find_element("id", "attachments").text == "", "attachments are cleared after sending"
 
-    # round 2: a follow-up in the same conversation (Enter sends)
+    # round 2: a follow-up in the same conversation (Enter sends; typed while the first answer
+    # still streams, it goes when that answer is complete)
     driver.find_element("id", "prompt").send_keys("paint it red\n")
     wait_for(driver, lambda d: len(d.find_elements("css selector", ".message.assistant")) == 2, what="the follow-up answer")
     sessions = {m.get_attribute("data-session") for m in driver.find_elements("css selector", ".message.assistant")}

@@ -263,7 +263,9 @@ async function ask(prompt, files, shownText) {
     view.box.classList.remove("streaming");
     view.box.dataset.session = state.sessionId || "";
     setBusy(false, "");
+    if (state.queued) { state.queued = false; $("composer").requestSubmit(); }
   } catch (error) {
+    state.queued = false;
     if (round !== state.round) return; // the conversation was reset meanwhile
     if (view) { clearProgress(view); view.box.classList.remove("streaming"); }
     if (error.name === "AbortError") {
@@ -280,7 +282,7 @@ async function ask(prompt, files, shownText) {
 
 function send(event) {
   event.preventDefault();
-  if (state.busy) return;
+  if (state.busy) { state.queued = true; return; } // sent when the running answer is complete
   const text = $("prompt").value.trim();
   const files = state.files.map((entry, i) => ({ name: `m${i}`, file: entry.file }));
   if (!text && !files.length) return;
