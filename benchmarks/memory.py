@@ -1,12 +1,16 @@
 """Peak memory (RSS) of a training step, codi2 vs the raw components; frozen parts hold nothing.
 
-Each side runs in its own fresh Python process (``--child codi2|raw``), so neither inherits the
+Each side runs in its own fresh Python process (``--child codi2|raw|codi2-checkpointing``), so neither inherits the
 other's allocator state; a pair runs concurrently (RSS is per process). A child builds the
 benchmark stack, collates a batch, builds AdamW over the trainable parameters, and runs
 ``--steps`` training steps (forward, backward, optimizer step, ``zero_grad``): the codi2 side
 ``model(batch)``, the raw side :class:`_raw.RawTrainStep` on the same components. Before each step
 the kernel's peak-RSS mark is reset (``/proc/self/clear_refs``; where that is not allowed, a 1 ms
 sampling thread measures instead) and read after it.
+
+A third child, ``codi2-checkpointing``, runs codi2's step with gradient checkpointing through
+the whole model (LLM, denoisers that offer it, projectors: what ``gradient_checkpointing: true``
+switches on in the trainer); ``checkpointing_growth_ratio`` is its step growth over codi2's.
 
 Figures: ``peak_rss_ratio`` (whole-process peak during a step, codi2 / raw: both hold the same
 libraries and weights) and ``step_growth_ratio`` (peak during the step minus the RSS before it).
@@ -34,6 +38,9 @@ import _common  # first: it sets the offline environment before any model librar
 import _stack
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+#: codi2's step, the raw components' step, and codi2's step with gradient checkpointing through
+#: the whole model (codi2.training.stages.enable_gradient_checkpointing)
+SIDES = ("codi2", "raw", "codi2-checkpointing")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=3, help="training steps per process; the first is a warm-up (default 3)")
     parser.add_argument("--batch", type=int, default=4, help="conversations per step (default 4)")
     parser.add_argument("--size", choices=("tiny", "small"), default="small", help="LLM shape (default small)")
-    parser.add_argument("--child", choices=("codi2", "raw"), default=None, help=argparse_hidden())
+    parser.add_argument("--child", choices=SIDES, default=None, help=argparse_hidden())
     parser.add_argument("--smoke", action="store_true",
                         help="run both sides in this process, one after the other (fast: checks the code, not the figures)")
     parser.add_argument("--workdir", default=None)
@@ -53,15 +60,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or tmp
-        results: dict[str, list[dict]] = {"codi2": [], "raw": []}
+        results: dict[str, list[dict]] = {side: [] for side in SIDES}
         _stack.tokenizer_dir(workdir), _stack.sd_unclip_dir(workdir)  # build the backbones once, before the children
         for i in range(0 if args.smoke else args.repeats):
             # the pair runs concurrently: a process's RSS does not depend on its neighbour's
-            children = {side: _spawn(side, args, workdir) for side in (("codi2", "raw") if i % 2 == 0 else ("raw", "codi2"))}
+            children = {side: _spawn(side, args, workdir) for side in (SIDES if i % 2 == 0 else SIDES[::-1])}
             for side, process in children.items():
                 results[side].append(_collect(side, process))
         if args.smoke:
-            for side in ("codi2", "raw"):
+            for side in SIDES:
                 results[side].append(child(argparse_namespace(args, child=side, workdir=workdir)))
 
     report = _common.Report("memory")
@@ -69,7 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     growth = {s: _common.median([r["step_growth"] for r in rs]) for s, rs in results.items()}
     report.add("peak_rss_ratio", peak["codi2"] / peak["raw"], "x", note="peak RSS during a training step, codi2 / raw")
     report.add("step_growth_ratio", growth["codi2"] / max(growth["raw"], 1), "x", note="RSS growth during the step, codi2 / raw")
-    for side in ("codi2", "raw"):
+    report.add("checkpointing_growth_ratio", growth["codi2-checkpointing"] / max(growth["codi2"], 1), "x",
+               note="RSS growth during a step with gradient checkpointing through the whole model / without")
+    for side in SIDES:
         report.add(f"{side}_peak_rss", peak[side] / 2**20, "MiB")
         report.add(f"{side}_step_growth", growth[side] / 2**20, "MiB")
     check = results["codi2"][0]["frozen_check"]
@@ -126,6 +135,10 @@ def child(args) -> dict:
     model = _stack.build_model(Path(args.workdir), llm=args.size, encoder="tiny")
     model.set_trainable(llm="lora")
     model.train()
+    if args.child == "codi2-checkpointing":
+        from codi2.training.stages import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
     conversations = [_stack.edit_conversation(s, t) for s, t in zip(_stack.images(args.batch, seed=1), _stack.images(args.batch, seed=2))]
     batch = model.collate(conversations)
     try:  # the optimizer exactly as codi2's trainer builds it, when the trainer is installed

@@ -88,9 +88,16 @@ def test_feature_cache(workdir, capsys):
         assert run_["cache_stats"]["hits"] == 2 and run_["cache_stats"]["writes"] == 2
 
 
+def test_feature_cache_scale(tmp_path, capsys):
+    result = run("feature_cache_scale", ["--items", "300", "--old-items", "100", "--lookups", "50", "--workdir", str(tmp_path)], capsys)
+    figs = figures(result, "files_ratio", "lookup_ratio", "sharded_files", "sharded_lookup", "per_file_files", "sharded_rss_growth")
+    assert figs["sharded_files"]["value"] <= 4 and figs["per_file_files"]["value"] >= 300
+
+
 def test_memory(workdir, capsys):
     result = run("memory", ["--size", "tiny", "--batch", "1", "--steps", "1", "--smoke", "--workdir", workdir], capsys)
     figs = figures(result, "peak_rss_ratio", "step_growth_ratio", "codi2_peak_rss", "raw_peak_rss", "frozen_grad_bytes",
+                   "checkpointing_growth_ratio", "codi2-checkpointing_peak_rss",
                    "frozen_optimizer_bytes", "frozen_params_in_optimizer", "trainable_param_bytes", "optimizer_state_bytes")
     for name in ("frozen_grad_bytes", "frozen_optimizer_bytes", "frozen_params_in_optimizer", "trainable_without_grad"):
         assert figs[name]["passed"], name

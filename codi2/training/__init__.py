@@ -1,5 +1,6 @@
 """Training CoDi-2: configuration, the Accelerate-driven trainer, the feature cache, the JSONL
-dataset format and the paper's data builders (see docs/training.md).
+dataset format, sharded streaming data (WebDataset / Arrow / Parquet) and the paper's data
+builders (see docs/training.md).
 
 Importing this package is free (the CLI imports :mod:`codi2.training.commands` at start-up);
 ``TrainConfig`` and :func:`train` import what they need when used.

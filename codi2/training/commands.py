@@ -14,6 +14,7 @@ or, with a bare ``argparse`` sub-parser group, ``add_train_parser(subparsers)`` 
     codi2 train --config train.yaml [--resume auto|DIR] [--set optimizer.lr=3e-4 ...]
     codi2 data validate data/train.jsonl [--decode] [--json]
     codi2 data build incontext-edit --input ip2p/ --out data/edit [--seed 0] [--set max_per_group=4]
+    codi2 data convert data/edit/data.jsonl --out data/edit-shards [--format webdataset|arrow] [--shard-size 1000]
     codi2 data builders
 """
 
@@ -92,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def data_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    validate = sub.add_parser("validate", help="check JSONL files; list every problem with file, line and field")
+    validate = sub.add_parser("validate", help="check JSONL files (or shard folders); list every problem with file, line and field (shard and key)")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.add_argument("--decode", action="store_true", help="also read every media file")
     validate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -104,7 +105,18 @@ def data_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--media", choices=("reference", "copy", "symlink"), help="how existing media enter the dataset (default: reference)")
     build.add_argument("--limit", type=int, metavar="N", help="at most N samples")
     build.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a builder option (YAML value, e.g. ops=[add,drop]); repeatable")
+    _shard_arguments(build, "also write the dataset as shards to OUT/shards (webdataset tar or arrow)")
+    convert = sub.add_parser("convert", help="turn JSONL datasets into shards (WebDataset tar, or Hugging Face Arrow / Parquet), media inside")
+    convert.add_argument("files", nargs="+", metavar="FILE", help="JSONL dataset file(s)")
+    convert.add_argument("--out", required=True, metavar="DIR", help="output folder of the shards")
+    _shard_arguments(convert, "shard layout (default webdataset)")
+    convert.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="a bad line stops the conversion or is left out and reported")
     sub.add_parser("builders", help="list the dataset builders and their options")
+
+
+def _shard_arguments(parser: argparse.ArgumentParser, help_format: str) -> None:
+    parser.add_argument("--format", choices=("webdataset", "arrow", "parquet"), help=help_format)
+    parser.add_argument("--shard-size", type=int, default=1000, metavar="N", help="samples per shard (default 1000)")
 
 
 def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -119,13 +131,21 @@ def run_data(args: argparse.Namespace) -> int:
         return _validate(args)
     if args.data_command == "build":
         return _build(args)
+    if args.data_command == "convert":
+        return _convert(args.files, args.out, args.format or "webdataset", args.shard_size, args.on_error)
     return _builders()
 
 
 def _validate(args: argparse.Namespace) -> int:
     from codi2.training.data import validate_files
+    from codi2.training.shards import is_sharded, validate_shards
 
-    report = validate_files(args.files, decode=args.decode)
+    sharded = [f for f in args.files if is_sharded(f)]
+    if sharded and len(sharded) != len(args.files):
+        from codi2.errors import DatasetError
+
+        raise DatasetError("give JSONL files or shard folders to validate, not both at once")
+    report = validate_shards(args.files, decode=args.decode) if sharded else validate_files(args.files, decode=args.decode)
     if args.json:
         print(json.dumps({"files": report.files, "samples": report.samples, "media": dict(report.media),
                           "problems": [vars(p) for p in report.problems]}, indent=2))
@@ -147,6 +167,18 @@ def _build(args: argparse.Namespace) -> int:
     report = build_dataset(args.kind, options, dataset_registry())
     print(report.summary())
     print(f"check it with: codi2 data validate {report.data_file}")
+    if args.format:
+        from pathlib import Path
+
+        return _convert([report.data_file], str(Path(args.out) / "shards"), args.format, args.shard_size, "raise")
+    return 0
+
+
+def _convert(files: list[str], out: str, kind: str, shard_size: int, on_error: str) -> int:
+    from codi2.training.shards import convert
+
+    print(convert(files, out, kind=kind, shard_size=shard_size, on_error=on_error).summary())
+    print(f"train on it with: data: {{train: {out}}}")
     return 0
 
 

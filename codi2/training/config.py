@@ -44,7 +44,8 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    """Dataset files (JSONL, see :mod:`codi2.training.data`)."""
+    """Dataset files: JSONL (see :mod:`codi2.training.data`) or shard folders (WebDataset or
+    Arrow, see :mod:`codi2.training.shards`); one kind per split."""
 
     train: list[str] = Field(min_length=1)
     eval: list[str] = Field(default_factory=list)

@@ -66,6 +66,32 @@ def apply_stage(model: CoDi2Model, trainable: TrainableConfig, continued: set[st
             decoder.set_trainable(trainable.decoders)
 
 
+def enable_gradient_checkpointing(model: CoDi2Model) -> list[str]:
+    """Recompute activations in the backward pass through the whole model: the LLM (its own
+    checkpointing; required), every decoder that offers it (the diffusion denoiser) and the
+    core's projectors. Gradients are unchanged; returns the parts switched."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    enable = getattr(model.llm, "enable_gradient_checkpointing", None)
+    if enable is None:
+        raise ConfigError(f"gradient_checkpointing: llm {model.llm.name!r} does not support it (no enable_gradient_checkpointing())")
+    enable()
+    parts = ["llm"]
+    for modality, decoder in model.decoders.items():
+        if hasattr(decoder, "enable_gradient_checkpointing"):
+            decoder.enable_gradient_checkpointing()
+            parts.append(f"decoders.{modality}")
+    for group_name in ("in_proj", "out_proj"):
+        for modality, projector in getattr(model, group_name).items():
+            # an instance attribute: state-dict names stay as they are; non-reentrant, so
+            # parameter gradients flow even when the projector's input needs none
+            projector.forward = partial(checkpoint, type(projector).forward.__get__(projector), use_reentrant=False)
+            parts.append(f"{group_name}.{modality}")
+    return parts
+
+
 def frozen_parts_to_eval(model: CoDi2Model, *, keep_llm: bool = False) -> None:
     """Frozen backbones run in eval mode (no dropout) while the rest trains. ``keep_llm``: a
     frozen LLM stays in train mode, where gradient checkpointing is active (gradients still

@@ -39,6 +39,7 @@ from codi2.training.loader import Collator, EpochSampler, LRFactor, TrainBatch, 
 from codi2.training.stages import (
     apply_stage,
     build_model,
+    enable_gradient_checkpointing,
     frozen_parts_to_eval,
     param_groups,
     prepare_registry,
@@ -130,10 +131,10 @@ class _Run:
 
         # the data first: a malformed file should fail before minutes of loading backbones
         registry = prepare_registry(registry, config.plugins) if model is None else None
-        modalities = resolve_modalities(model.modalities if model is not None else registry.modalities())  # part types data may hold
-        self.train_data = ConversationDataset(config.data.train, on_error=config.data.on_error, modalities=modalities)
-        self.eval_data = ConversationDataset(config.data.eval, on_error=config.data.on_error, modalities=modalities) if config.data.eval else None
-        self.skipped = [str(p) for p in self.train_data.skipped + (self.eval_data.skipped if self.eval_data else [])]
+        self.modalities = resolve_modalities(model.modalities if model is not None else registry.modalities())  # part types data may hold
+        self.train_data = self._dataset(config.data.train)
+        self.eval_data = self._dataset(config.data.eval) if config.data.eval else None
+        self.skipped = [str(p) for d in (self.train_data, self.eval_data) for p in getattr(d, "skipped", [])]
 
         set_seed(config.seed)  # the same initial weights on every process
         if model is None:
@@ -150,10 +151,7 @@ class _Run:
         llm_policy = getattr(model.llm, "default_policy", "lora")
         apply_stage(model, config.trainable_for(fidelity=model.config.fidelity, llm_policy=llm_policy), continued)
         if config.gradient_checkpointing:
-            enable = getattr(model.llm, "enable_gradient_checkpointing", None)
-            if enable is None:
-                raise ConfigError(f"gradient_checkpointing: llm {model.llm.name!r} does not support it (no enable_gradient_checkpointing())")
-            enable()
+            enable_gradient_checkpointing(model)
         self.cache = None
         if config.feature_cache_dir is not None:
             from codi2.training.cache import FeatureCache
@@ -166,13 +164,17 @@ class _Run:
         opt = config.optimizer
         optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
 
-        self.sampler = EpochSampler(len(self.train_data), config.seed, config.data.shuffle)
-        loader = self._loader(self.train_data, self.sampler)
-
         self.model_p, self.optimizer = self.acc.prepare(model, optimizer)
-        self.loader = self.acc.prepare_data_loader(loader, device_placement=False)
+        self.sampler = None
+        if isinstance(self.train_data, ConversationDataset):
+            self.sampler = EpochSampler(len(self.train_data), config.seed, config.data.shuffle)
+            self.loader = self.acc.prepare_data_loader(self._loader(self.train_data, self.sampler), device_placement=False)
+        else:
+            self.loader = self._stream(self.train_data, config.data.shuffle)
         self.eval_loader = None
-        if self.eval_data is not None:
+        if self.eval_data is not None and not isinstance(self.eval_data, ConversationDataset):
+            self.eval_loader = self._stream(self.eval_data, shuffle=False)
+        elif self.eval_data is not None:
             eval_loader = self._loader(self.eval_data, EpochSampler(len(self.eval_data), config.seed, shuffle=False))
             self.eval_loader = self.acc.prepare_data_loader(eval_loader, device_placement=False)
         self.steps_per_epoch = math.ceil(len(self.loader) / config.grad_accumulation)
@@ -197,6 +199,32 @@ class _Run:
         if self.config.tensorboard and not installed:
             raise ConfigError("tensorboard: true, but neither tensorboard nor tensorboardX is installed (pip install tensorboard)")
         return installed if self.config.tensorboard is None else self.config.tensorboard
+
+    def _dataset(self, paths: list[str]) -> Any:
+        """A :class:`ConversationDataset` of JSONL files, or the list of shards (see shards.py)."""
+        from codi2.training.shards import find_shards, is_sharded
+
+        kinds = {is_sharded(p) for p in paths}
+        if len(kinds) > 1:
+            raise ConfigError(f"data: {', '.join(paths)} mixes JSONL files and shards; convert the JSONL "
+                              "(`codi2 data convert`) or use one kind per split")
+        if kinds == {True}:
+            return find_shards(paths)
+        return ConversationDataset(paths, on_error=self.config.data.on_error, modalities=self.modalities)
+
+    def _stream(self, shards: list, shuffle: bool) -> Any:
+        from codi2.training.stream import ShardedLoader
+
+        return ShardedLoader(shards, self.model, batch_size=self.config.batch_size, seed=self.config.seed, shuffle=shuffle,
+                             rank=self.acc.process_index, world_size=self.acc.num_processes,
+                             num_workers=self.config.num_workers, on_error=self.config.data.on_error)
+
+    def _batches(self) -> Any:
+        """This epoch's batches from the current position (``batch_in_epoch`` already consumed)."""
+        if self.sampler is None:
+            return self.loader.iter_from(self.batch_in_epoch)
+        self.sampler.set_epoch(self.epoch)
+        return self.acc.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
 
     def _loader(self, dataset: ConversationDataset, sampler: EpochSampler) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -223,8 +251,7 @@ class _Run:
         deadline = started + 60 * config.max_minutes if config.max_minutes else None
         while self.step < stop_at:
             self.loader.set_epoch(self.epoch)
-            self.sampler.set_epoch(self.epoch)
-            batches = acc.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
+            batches = self._batches()
             for item in batches:
                 self.batch_in_epoch += 1
                 result.skipped.extend(item.skipped)
@@ -265,10 +292,14 @@ class _Run:
         if self.step >= self.total_steps or result.timed_out:
             result.final_dir = self.save_final()
         if self.cache is not None:
+            self.cache.close()  # publishes its last index rows
             result.cache_stats = self.cache.stats.as_dict()
         if result.skipped and self.main:
             print(f"{len(result.skipped)} sample(s) skipped in total (see metrics.jsonl)")
-        acc.end_training()
+        # not acc.end_training(): it destroys the process group, which a second train() in this
+        # process (the next stage of a launched script) still needs
+        for tracker in acc.trackers:
+            tracker.finish()
         return result
 
     def _micro_step(self, item: TrainBatch) -> torch.Tensor:
@@ -429,6 +460,7 @@ class _Run:
         rng_name = f"rng-rank{rank}" if (directory / f"rng-rank{rank}.json").is_file() else "rng-rank0"
         ckpt.restore_rng(ckpt.load_tree(directory, rng_name))
         self.step, self.epoch, self.batch_in_epoch, self.micro_step = (state[k] for k in ("step", "epoch", "batch_in_epoch", "micro_step"))
+        self.loader.set_epoch(self.epoch)  # a stream's epoch length depends on the epoch
         if self.batch_in_epoch >= len(self.loader):
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         if self.main:

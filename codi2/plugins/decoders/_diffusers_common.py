@@ -125,6 +125,10 @@ class DiffusersDecoderBase(nn.Module):
     def adapter_parameters(self) -> dict[str, torch.nn.Parameter]:
         return {}
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the denoiser's activations in the backward pass (training memory)."""
+        self.unet.enable_gradient_checkpointing()
+
     def set_trainable(self, policy: str) -> None:
         if policy not in POLICIES:
             known = ", ".join(POLICIES)

@@ -358,6 +358,10 @@ class SDUnCLIPDecoder(nn.Module):
 
     # --- trainable state ----------------------------------------------------------------------
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the UNet's activations in the backward pass (training memory)."""
+        self.unet.enable_gradient_checkpointing()
+
     def set_trainable(self, policy: str) -> None:
         """``frozen``: nothing trains (gradients still reach ``cond``); ``adapters``: the
         widened fidelity ``conv_in``; ``full``: the whole UNet. VAE and encoders stay frozen."""
