@@ -1,5 +1,7 @@
 """The CoDi-2 model core on tiny real components: layout, losses, gradients, generation, saving."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -176,7 +178,7 @@ def test_progress_reports_text_drafts_and_diffusion_steps():
     assert len(texts) == answer.tokens and texts[-1] == answer.text and answer.text
     # the text only grows, but for a character whose bytes are not all sampled yet (U+FFFD for now)
     held = [t.rstrip("\ufffd") for t in texts]
-    assert all(b.startswith(a) for a, b in zip(held, held[1:])), texts
+    assert all(b.startswith(a) for a, b in itertools.pairwise(held)), texts
     # an image span forced at once: "render:image", then every diffusion step, then the item
     boost = torch.zeros(len(model.markers))
     boost[model.markers.open("image") - model.markers.vocab_size] = 1e4

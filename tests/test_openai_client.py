@@ -9,7 +9,6 @@ that the links in ``content`` lead to the items that were asked for — not only
 from __future__ import annotations
 
 import base64
-import io
 import os
 import re
 import socket
@@ -285,8 +284,7 @@ def test_an_error_mid_stream_is_an_api_error_and_the_server_stays_healthy(contro
         stream = client.chat.completions.create(model="toy", stream=True, messages=[{"role": "user", "content": "Draw a large red circle."}])
         received = []
         with pytest.raises(openai.APIError, match="internal error") as error:
-            for chunk in stream:
-                received.append(chunk)
+            received.extend(stream)
         assert received and received[0].choices[0].delta.role == "assistant", "the stream had started"
         assert error.value.body["type"] == "internal_error" and "the decoder broke" not in str(error.value)
     finally:

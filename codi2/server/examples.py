@@ -19,6 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from codi2.errors import Codi2Error
+
 log = logging.getLogger("codi2.server")
 
 MAX_EXAMPLES = 12
@@ -34,7 +36,7 @@ def load_examples(model: Any, modalities: Any) -> list[dict[str, Any]]:
     try:
         listed = json.loads((folder / "examples.json").read_text(encoding="utf-8"))["examples"]
         return [_example(entry, folder, modalities) for entry in listed[:MAX_EXAMPLES]]
-    except Exception as exc:  # the page then shows no examples; the log says why
+    except (OSError, ValueError, KeyError, TypeError, Codi2Error) as exc:  # the page then shows none; the log says why
         log.warning("examples.json of %s is unusable: %s", folder, exc)
         return []
 

@@ -238,7 +238,7 @@ async def stream_answer(engine: Engine, messages: list[Message], params: Generat
                             "model": model_name, "choices": [], "usage": result["usage"]})  # fmt: skip
             engine.served += 1
             yield "data: [DONE]\n\n"
-        except Exception as exc:  # after the stream started: one error event, and the stream ends
+        except Exception as exc:  # noqa: BLE001 — after the stream started, any failure is one error event
             yield _sse(_error_body(exc), event="error")
         finally:
             if get is not None and not get.done():

@@ -19,7 +19,6 @@ from torch.nn import functional as F
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import ComponentLoadError, ConfigError, MediaError
 from codi2.plugins.decoders._diffusers_common import (
-    step_callback,
     DiffusersDecoderBase,
     check_cond,
     check_media,
@@ -28,6 +27,7 @@ from codi2.plugins.decoders._diffusers_common import (
     noise_and_timesteps,
     prediction_target,
     resolve_device,
+    step_callback,
 )
 from codi2.plugins.decoders._sd_unclip_impl import widen_conv_in
 

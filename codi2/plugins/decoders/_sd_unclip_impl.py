@@ -19,7 +19,11 @@ from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError
-from codi2.plugins.decoders._diffusers_common import noise_and_timesteps, prediction_target, step_callback
+from codi2.plugins.decoders._diffusers_common import (
+    noise_and_timesteps,
+    prediction_target,
+    step_callback,
+)
 
 if TYPE_CHECKING:
     from codi2.plugins.decoders.sd_unclip import SDUnCLIPOptions

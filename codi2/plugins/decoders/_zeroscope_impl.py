@@ -17,7 +17,6 @@ from torch.nn import functional as F
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import MediaError
 from codi2.plugins.decoders._diffusers_common import (
-    step_callback,
     DiffusersDecoderBase,
     check_cond,
     check_media,
@@ -26,6 +25,7 @@ from codi2.plugins.decoders._diffusers_common import (
     noise_and_timesteps,
     prediction_target,
     resolve_device,
+    step_callback,
 )
 
 if TYPE_CHECKING:
