@@ -362,7 +362,8 @@ def analytic_flops(model, batch_size: int, length: int) -> dict:
     lora = model.llm.options.lora
     dims = {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
             "gate_proj": (d, cfg.intermediate_size), "up_proj": (d, cfg.intermediate_size), "down_proj": (cfg.intermediate_size, d)}
-    n_lora = layers * sum(lora.r * sum(dims[m]) for m in lora.target_modules if m in dims)
+    adapted = {t.rsplit(".", 1)[-1] for t in model.llm.lora_targets or ()}  # resolved, e.g. "self_attn.q_proj"
+    n_lora = layers * sum(lora.r * sum(dims[m]) for m in adapted if m in dims)
     tokens = batch_size * length
     attention = 4 * layers * batch_size * length**2 * q
     llm = 4 * n * tokens + 3 * attention + 6 * n_lora * tokens

@@ -40,7 +40,14 @@ def test_fbank_matches_torchaudio(path):
     feats = kaldi_fbank(ref["mean_removed"])  # ImageBind's settings are the defaults
     assert feats.dtype == torch.float32
     assert feats.shape == ref["fbank"].shape
-    np.testing.assert_allclose(feats.numpy(), ref["fbank"], atol=1e-4, rtol=0)
+    # Log-mel bins within 12 nats (a power ratio of 1.6e5) of the clip's peak agree to 1e-4.
+    # Quieter bins hold powers at float32's rounding level of the FFT (1e-5..1e-7 of the peak),
+    # whose logs differ between CPU kernels: measured up to 0.026 on an AVX-512 Xeon against
+    # fixtures made elsewhere (7e-5 in the loud bins), so they get a looser bound.
+    loud = ref["fbank"] > ref["fbank"].max() - 12
+    np.testing.assert_allclose(feats.numpy()[loud], ref["fbank"][loud], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(feats.numpy()[~loud], ref["fbank"][~loud], atol=0.05, rtol=0)
+    assert loud.sum() > 1000  # every fixture has many loud bins held to the tight bound
 
 
 @pytest.mark.parametrize("path", RESAMPLE_FIXTURES, ids=lambda p: p.stem)

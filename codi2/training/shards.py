@@ -246,7 +246,7 @@ def to_sample(shard: Shard, index: int, key: str, raw: bytes | None, members: di
 def validate_shards(paths: Sequence[str | Path], *, decode: bool = False) -> ValidationReport:
     """Check every sample of the shards (``codi2 data validate DIR``); ``decode`` also decodes
     every media member. Problems name the shard and key (the "line" is the sample's index)."""
-    from codi2.core.media import load_media
+    from codi2.core.modality import resolve_modalities
     from codi2.errors import Codi2Error
     from codi2.training.data import Problem
 
@@ -260,7 +260,7 @@ def validate_shards(paths: Sequence[str | Path], *, decode: bool = False) -> Val
                     for part in message["content"] if isinstance(message["content"], list) else []:
                         if isinstance(part.get("data"), bytes):
                             try:
-                                load_media(part["data"], part["type"], sample_rate=None)
+                                resolve_modalities().load(part["data"], part["type"], sample_rate=None)
                             except Codi2Error as exc:
                                 sample = BadSample(sample.where, str(exc))
                                 break

@@ -6,6 +6,7 @@ import numbers
 from typing import Any
 
 from codi2.core.modality import ModalitySpec
+from codi2.plugins.modalities import encodes, save, sniffs
 from codi2.registry import hookimpl
 
 FORMATS = ("wav", "flac", "ogg", "mp3", "m4a")
@@ -17,29 +18,11 @@ def _load(source: Any, *, name: str | None = None, limits: Any = None, sample_ra
     return load_audio(source, name=name, sample_rate=sample_rate, limits=limits)
 
 
-def _encode(media: Any) -> bytes:
-    from codi2.core.media import media_to_bytes
-
-    return media_to_bytes(media, "wav")
-
-
-def _sniff(head: bytes) -> bool:
-    from codi2.core.media import sniff_format
-
-    return sniff_format(head) in FORMATS
-
-
 def _claims(obj: Any) -> bool:
     if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[1], numbers.Integral):
         return True  # (samples, sample_rate)
     shape = getattr(obj, "shape", None)
     return shape is not None and (len(shape) == 1 or (len(shape) == 2 and min(shape) <= 2))
-
-
-def _save(media: Any, path: Any) -> Any:
-    from codi2.core.media import save_media
-
-    return save_media(media, path)
 
 
 def _describe(media: Any) -> dict[str, Any]:
@@ -51,16 +34,16 @@ def spec() -> ModalitySpec:
         name="audio",
         description="mono audio (float32 in [-1, 1] at a sample rate); WAV, FLAC, OGG, MP3, M4A",
         load=_load,
-        encode=_encode,
+        encode=encodes("wav"),
         suffixes=(".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aiff", ".aif"),
         mime_type="audio/wav",
         mime_types=("audio/x-wav", "audio/wave", "audio/flac", "audio/ogg", "audio/mpeg", "audio/mp4"),
-        sniff=_sniff,
+        sniff=sniffs(FORMATS),
         claims=_claims,
         describe=_describe,
         display="audio",
         noun="an audio clip",
-        save=_save,
+        save=save,
     )
 
 

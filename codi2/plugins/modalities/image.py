@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from codi2.core.modality import ModalitySpec
+from codi2.plugins.modalities import encodes, save, sniffs
 from codi2.registry import hookimpl
 
 FORMATS = ("png", "jpeg", "gif", "bmp", "webp", "tiff")
@@ -16,18 +17,6 @@ def _load(source: Any, *, name: str | None = None, limits: Any = None, **_: Any)
     return load_image(source, name=name, limits=limits)
 
 
-def _encode(media: Any) -> bytes:
-    from codi2.core.media import media_to_bytes
-
-    return media_to_bytes(media, "png")
-
-
-def _sniff(head: bytes) -> bool:
-    from codi2.core.media import sniff_format
-
-    return sniff_format(head) in FORMATS
-
-
 def _claims(obj: Any) -> bool:
     if type(obj).__module__.startswith("PIL"):
         return True
@@ -35,26 +24,20 @@ def _claims(obj: Any) -> bool:
     return shape is not None and (len(shape) == 3 or (len(shape) == 2 and min(shape) > 2))
 
 
-def _save(media: Any, path: Any) -> Any:
-    from codi2.core.media import save_media
-
-    return save_media(media, path)
-
-
 def spec() -> ModalitySpec:
     return ModalitySpec(
         name="image",
         description="RGB images (uint8 [H, W, 3]); PNG, JPEG, GIF, BMP, WebP, TIFF",
         load=_load,
-        encode=_encode,
+        encode=encodes("png"),
         suffixes=(".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"),
         mime_type="image/png",
         mime_types=("image/jpeg", "image/gif", "image/bmp", "image/webp", "image/tiff"),
-        sniff=_sniff,
+        sniff=sniffs(FORMATS),
         claims=_claims,
         describe=lambda m: {"width": int(m.data.shape[1]), "height": int(m.data.shape[0])},  # [H, W, 3]
         display="image",
-        save=_save,
+        save=save,
     )
 
 

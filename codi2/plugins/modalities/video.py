@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from codi2.core.modality import ModalitySpec
+from codi2.plugins.modalities import encodes, save, sniffs
 from codi2.registry import hookimpl
 
 FORMATS = ("mp4", "mov", "webm", "avi")
@@ -17,27 +18,9 @@ def _load(source: Any, *, name: str | None = None, limits: Any = None, video_fra
     return load_video(source, name=name, limits=limits, video_frames=video_frames, fps=fps)
 
 
-def _encode(media: Any) -> bytes:
-    from codi2.core.media import media_to_bytes
-
-    return media_to_bytes(media, "mp4")
-
-
-def _sniff(head: bytes) -> bool:
-    from codi2.core.media import sniff_format
-
-    return sniff_format(head) in FORMATS
-
-
 def _claims(obj: Any) -> bool:
     shape = getattr(obj, "shape", None)
     return shape is not None and len(shape) == 4
-
-
-def _save(media: Any, path: Any) -> Any:
-    from codi2.core.media import save_media
-
-    return save_media(media, path)
 
 
 def _describe(media: Any) -> dict[str, Any]:
@@ -50,15 +33,15 @@ def spec() -> ModalitySpec:
         name="video",
         description="RGB video (uint8 [F, H, W, 3] at an fps); MP4, WebM, MOV, AVI (GIF when named)",
         load=_load,
-        encode=_encode,
+        encode=encodes("mp4"),
         suffixes=(".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"),
         mime_type="video/mp4",
         mime_types=("video/webm", "video/quicktime", "video/x-msvideo", "video/x-matroska"),
-        sniff=_sniff,
+        sniff=sniffs(FORMATS),
         claims=_claims,
         describe=_describe,
         display="video",
-        save=_save,
+        save=save,
     )
 
 
