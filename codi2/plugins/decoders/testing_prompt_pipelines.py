@@ -118,12 +118,7 @@ def build_tiny_audioldm(directory: str | Path, seed: int = 0) -> Path:
     8 mel bins, hop 160 at 16 kHz (the real hop), 0.16 s clips."""
     import torch
     from diffusers import AudioLDMPipeline, UNet2DConditionModel
-    from transformers import (
-        ClapTextConfig,
-        ClapTextModelWithProjection,
-        SpeechT5HifiGan,
-        SpeechT5HifiGanConfig,
-    )
+    from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
 
     from codi2.plugins.decoders.testing_audio_video import _roberta_tokenizer
 
