@@ -94,7 +94,7 @@ def generate(
         return llm.forward(embeds, past=past)
 
     out = llm.forward(model.inputs_embeds(batch))
-    answer = Answer()
+    answer = Answer(modalities=model.modalities)
     pending: list[int] = []
 
     def notify(event: str) -> None:

@@ -75,6 +75,8 @@ class Answer:
     # (done, total) diffusion steps of the item being rendered
     draft: str = ""
     render_steps: tuple[int, int] | None = None
+    #: the modalities of the model that answered (how ``save`` writes each item)
+    modalities: Modalities | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -92,7 +94,7 @@ class Answer:
     def save(self, out_dir: str | Path, stem: str = "output", modalities: Modalities | None = None) -> list[Path]:
         """Write every media item as ``{stem}{k}`` plus its modality's suffix (``.png``,
         ``.wav``, ``.mp4``, ...); returns the paths."""
-        modalities = resolve_modalities(modalities)
+        modalities = resolve_modalities(modalities or self.modalities)
         return [modalities.save(m, Path(out_dir) / f"{stem}{k}") for k, m in enumerate(self.media)]
 
 
