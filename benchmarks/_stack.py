@@ -83,12 +83,12 @@ def build_model(workdir: str | Path, *, seed: int = 0, **options: Any):
     """A :class:`~codi2.core.model.CoDi2Model` of :func:`model_config` built through the registry."""
     import torch
 
-    from codi2.core.model import CoDi2Model
+    from codi2.assembly import assemble
     from codi2.registry import Registry
 
     config = model_config(workdir, **options)
     torch.manual_seed(seed)
-    return CoDi2Model.from_config(config, Registry.create(entry_points=False))
+    return assemble(config, registry=Registry.create(entry_points=False))
 
 
 def images(count: int, *, seed: int = 0, side: int = 40) -> list:

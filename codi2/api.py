@@ -1,12 +1,9 @@
 """The integrator's entry point: ``codi2.load(name_or_dir)``.
 
-A model is named in one of three ways, tried in this order:
-
-1. a directory saved by :meth:`CoDi2Model.save_pretrained` (``config.json`` + ``model.safetensors``);
-2. a model that ships inside the package (``codi2/assets/NAME/``; the default, ``"toy"``, is
-   one);
-3. a preset configuration (``codi2/presets/NAME.json``) whose components load through the
-   plugin registry (their backbones from a hub id or a local path, as each plugin's options say).
+A model is named by a saved model directory, a packaged model (the default, ``"toy"``), a
+preset configuration (``codi2-paper``) or a Hugging Face hub id (``org/codi2-model``); see
+:mod:`codi2.assembly` for how a name resolves. ``push_to_hub`` (:mod:`codi2.hub`) publishes a
+model with a model card.
 
 Example::
 
@@ -33,81 +30,14 @@ answer into JSON (``answer_to_dict``).
 
 from __future__ import annotations
 
-import json
-import sys
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from codi2.assembly import DEFAULT_MODEL, ModelSource, model_names, preset_config, resolve_model
 from codi2.errors import ConfigError
-
-#: the model ``codi2.load()`` and every command use when none is named
-DEFAULT_MODEL = "toy"
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
-
-
-def preset_names() -> list[str]:
-    """Model presets that ship with codi2 (``codi2/presets/*.json``)."""
-    folder = resources.files("codi2") / "presets"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-
-
-def packaged_model_names() -> list[str]:
-    """Trained models that ship inside the package (``codi2/assets/NAME/config.json``)."""
-    folder = resources.files("codi2") / "assets"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file())
-
-
-def preset_config(name: str) -> dict[str, Any]:
-    """The configuration of a packaged preset."""
-    names = preset_names()
-    if name not in names:
-        raise ConfigError(f"unknown model {name!r}: not a directory and not a preset; presets: {', '.join(names) or 'none'}")
-    return json.loads((resources.files("codi2") / "presets" / f"{name}.json").read_text())
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model name points: a saved directory (``path``) or a preset (``config``)."""
-
-    name: str
-    kind: str  # "directory" | "packaged" | "preset"
-    path: Path | None = None
-    config: dict[str, Any] | None = None
-
-
-def resolve_model(name_or_dir: str | Path = DEFAULT_MODEL) -> ModelSource:
-    """Find what ``name_or_dir`` names, without loading anything (no torch import).
-
-    Raises :class:`~codi2.errors.ConfigError` with the known names when nothing matches.
-    """
-    text = str(name_or_dir)
-    path = Path(name_or_dir).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model directory {text}: no config.json (not a saved codi2 model)")
-        return ModelSource(text, "directory", path=path)
-    if text in packaged_model_names():
-        folder = resources.files("codi2") / "assets" / text
-        return ModelSource(text, "packaged", path=Path(str(folder)))
-    if text in preset_names():
-        return ModelSource(text, "preset", config=preset_config(text))
-    known = ", ".join(packaged_model_names() + preset_names()) or "none"
-    if text == DEFAULT_MODEL:
-        raise ConfigError(
-            f"the default model {DEFAULT_MODEL!r} is not installed in this copy of codi2; "
-            f"name a saved model directory or one of: {known} (--model DIR on the command line)"
-        )
-    looks_like_path = any(c in text for c in "/\\") or text.startswith(".")
-    what = "no such model directory" if looks_like_path else "unknown model"
-    raise ConfigError(f"{what} {text!r}: not a directory, packaged model or preset; known: {known}")
 
 
 def _torch_dtype(dtype: str | Any) -> Any:
@@ -140,21 +70,8 @@ def resolve_device(device: str | None) -> str:
     return str(parsed)
 
 
-def check_components(config: Any, registry: Any) -> None:
-    """Fail fast (before any weights load) when a configured plugin is not installed."""
-    from codi2.core.config import ModelConfig
-
-    if not isinstance(config, ModelConfig):
-        config = ModelConfig.from_dict(config)
-    for enc in config.encoders:
-        registry.get("encoder", enc.plugin)
-    registry.get("llm", config.llm.plugin)
-    for dec in config.decoders.values():
-        registry.get("decoder", dec.plugin)
-
-
 def load(
-    name_or_dir: str | Path = DEFAULT_MODEL,
+    name_or_dir: str | Path | ModelSource = DEFAULT_MODEL,
     *,
     device: str | None = None,
     dtype: str | Any | None = None,
@@ -163,8 +80,9 @@ def load(
 ) -> Any:
     """Load a codi2 model, ready for :meth:`~codi2.core.model.CoDi2Model.generate`.
 
-    ``name_or_dir``: a saved model directory, a packaged model (default ``"toy"``) or a preset
-    name (see the module docs). ``device``: "cpu", "cuda", "cuda:1", "mps" or "auto"/None (the
+    ``name_or_dir``: a saved model directory, a packaged model (default ``"toy"``), a preset
+    name, a hub id (``org/codi2-model``) or an already resolved
+    :class:`~codi2.assembly.ModelSource` (see :mod:`codi2.assembly`). ``device``: "cpu", "cuda", "cuda:1", "mps" or "auto"/None (the
     best one present). ``dtype``: "float32", "bfloat16" or "float16" (None keeps each
     component's own). ``registry``: the plugin registry components come from (default: the
     installed plugins). ``progress``: draw a progress bar over the components as they load.
@@ -177,54 +95,15 @@ def load(
     device or dtype), UnknownComponentError (a plugin is not installed), ComponentLoadError,
     CheckpointError.
     """
-    source = resolve_model(name_or_dir)
-    if registry is None:
-        from codi2.registry import default_registry
-
-        registry = default_registry()
-    from codi2.core.config import ModelConfig
-
-    if source.path is not None:
-        config = ModelConfig.from_file(source.path / "config.json")
-    else:
-        config = ModelConfig.from_dict(source.config, source=f"preset {source.name!r}")
-    check_components(config, registry)
-
-    from tqdm.auto import tqdm
-
-    from codi2.core.model import CoDi2Model
+    from codi2.assembly import assemble
 
     target_dtype = _torch_dtype(dtype) if dtype is not None else None
     target_device = resolve_device(device)
-    steps = [("encoder", None, c) for c in config.encoders] + [("llm", None, config.llm)]
-    steps += [("decoder", m, c) for m, c in config.decoders.items()]
-    with tqdm(total=len(steps) + 1, desc=f"loading {source.name}", unit="part", file=sys.stderr,
-              disable=not progress, leave=False) as bar:  # fmt: skip
-        encoders, llm, decoders = [], None, {}
-        for kind, modality, cfg in steps:
-            bar.set_postfix_str(f"{kind} {cfg.plugin}")
-            component = registry.load(kind, cfg)
-            if kind == "encoder":
-                encoders.append(component)
-            elif kind == "llm":
-                llm = component
-            else:
-                decoders[modality] = component
-            bar.update()
-        bar.set_postfix_str("weights")
-        if source.path is not None:
-            components = {"encoders": encoders, "llm": llm, "decoders": decoders}
-            model = CoDi2Model.from_pretrained(source.path, components=components, modalities=registry.modalities())
-        else:
-            model = CoDi2Model(config, encoders, llm, decoders, registry.modalities())
-        if target_dtype is not None:
-            model = model.to(target_dtype)
-        model = model.to(target_device)
-        bar.update()
+    model = assemble(name_or_dir, registry=registry, progress=progress)
+    if target_dtype is not None:
+        model = model.to(target_dtype)
+    model = model.to(target_device)
     model.eval()
-    # how front ends name the model (/v1/models, --json): a directory by its folder name
-    model.source_name = source.path.resolve().name if source.kind == "directory" else source.name
-    model.source_path = source.path  # its folder (None for a preset): front ends read examples.json there
     return model
 
 
@@ -250,5 +129,5 @@ def model_info(model: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEFAULT_MODEL", "ModelSource", "load", "model_info", "packaged_model_names",
-           "preset_config", "preset_names", "resolve_device", "resolve_model"]  # fmt: skip
+__all__ = ["DEFAULT_MODEL", "ModelSource", "load", "model_info", "model_names", "preset_config",
+           "resolve_device", "resolve_model"]  # fmt: skip

@@ -29,6 +29,7 @@ from codi2 import __version__
 from codi2.api import DEFAULT_MODEL
 from codi2.errors import Codi2Error
 from codi2.evaluation import commands as evaluation_commands
+from codi2.progress import GenerationBar
 from codi2.toy import commands as toy_commands
 from codi2.training import commands as training_commands
 
@@ -59,17 +60,27 @@ class _Parser(argparse.ArgumentParser):
 def _model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", "-m", default=DEFAULT_MODEL, metavar="NAME_OR_DIR",
-        help=f"a saved model directory, packaged model or preset (default: {DEFAULT_MODEL})",
+        help=f"a saved model directory, packaged model, preset or hub id org/name (default: {DEFAULT_MODEL})",
     )  # fmt: skip
 
 
 def _generation_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation")
-    group.add_argument("--seed", type=int, help="random seed (same seed, same answer)")
+    group.add_argument("--seed", type=_seed, help="random seed, 0 to 2**63-1 (same seed, same answer)")
     group.add_argument("--steps", type=int, help="diffusion steps per media item (default: the decoder's)")
     group.add_argument("--guidance", type=float, help="classifier-free guidance scale of the decoders")
     group.add_argument("--max-new-tokens", type=int, metavar="N", help="longest answer, in tokens")
     group.add_argument("--temperature", type=float, help="0 = greedy (the model's default)")
+
+
+def _seed(text: str) -> int:
+    """argparse type for --seed: the one range the API and the server take too."""
+    from codi2.core.config import check_seed
+
+    try:
+        return check_seed(int(text))  # type: ignore[return-value]
+    except (ValueError, Codi2Error) as exc:
+        raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, Codi2Error) else f"not an integer: {text!r}") from None
 
 
 def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -83,37 +94,27 @@ def _load_model(args: argparse.Namespace) -> Any:
     """Load ``--model`` with the global ``--device/--dtype/--threads`` and a progress bar."""
     import codi2
 
-    codi2.api.resolve_model(args.model)  # an unknown name fails before torch loads
+    source = codi2.api.resolve_model(args.model)  # resolved once; an unknown name fails before torch loads
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    return codi2.load(args.model, device=args.device, dtype=args.dtype, progress=_progress_on(args))
+    return codi2.load(source, device=args.device, dtype=args.dtype, progress=_progress_on(args))
+
+
+def _stdin_text(what: str) -> str:
+    """Standard input as UTF-8 text; undecodable bytes are a one-line error, not a traceback."""
+    from codi2.errors import MessageError
+
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MessageError(f"{what} is not valid UTF-8 (byte {e.start + 1})") from None
 
 
 def _progress_on(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
-
-
-class GenerationBar:
-    """A tqdm bar over generated tokens, naming the media item being rendered; pass the
-    instance as ``progress=`` to ``generate``/``ask``."""
-
-    def __init__(self, total: int, enabled: bool):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, desc="generating", unit="tok", file=sys.stderr, leave=False, disable=not enabled)
-
-    def __call__(self, event: str, answer: Any) -> None:
-        if event == "token":
-            self.bar.update(1)
-        elif event.startswith("render:"):
-            self.bar.set_postfix_str(f"rendering {event.split(':', 1)[1]}")
-        elif event == "media":
-            self.bar.set_postfix_str(f"{len(answer.media)} media")
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _max_tokens(model: Any, options: dict[str, Any]) -> int:
@@ -206,7 +207,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from codi2.core.messages import normalize_messages
     from codi2.errors import MessageError
 
-    prompt = sys.stdin.read().rstrip("\r\n") if args.prompt == "-" else args.prompt
+    prompt = _stdin_text("the prompt on standard input").rstrip("\r\n") if args.prompt == "-" else args.prompt
     media: dict[str, Any] = {}
     for option in args.media:
         name, path, modality = parse_media_option(option)
@@ -272,6 +273,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-request limit, queueing included; past it: 504 (default 300)")  # fmt: skip
     limits.add_argument("--max-upload-mb", type=float, default=25.0, metavar="MB",
                         help="largest request body (default 25)")  # fmt: skip
+    limits.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="time a request body may take to arrive; past it: 408 (default 30)")  # fmt: skip
+    limits.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM/Ctrl-C, time in-flight requests get to finish before they "
+                             "are answered 503 (default 30)")  # fmt: skip
     limits.add_argument("--max-sessions", type=int, default=256, metavar="N", help="conversations kept (default 256)")
     limits.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS",
                         help="idle conversations are forgotten after this (default 3600)")  # fmt: skip
@@ -284,7 +290,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         host=args.host, port=args.port, max_queue=args.max_queue, request_timeout=args.timeout,
         max_body_bytes=int(args.max_upload_mb * 2**20), max_sessions=args.max_sessions,
-        session_ttl=args.session_ttl, public_url=args.public_url,
+        session_ttl=args.session_ttl, body_timeout=args.body_timeout, shutdown_grace=args.shutdown_grace,
+        public_url=args.public_url,
     )  # fmt: skip
     settings.validate()
     if not settings.is_loopback() and not args.quiet:
@@ -292,6 +299,24 @@ def _run_serve(args: argparse.Namespace) -> int:
               "(there is no authentication)", file=sys.stderr)  # fmt: skip
     model = _load_model(args)
     return run_server(model, settings, quiet=args.quiet)
+
+
+# --- codi2 push ------------------------------------------------------------------------------
+
+
+def _push_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="DIR", help="a saved codi2 model directory")
+    parser.add_argument("repo_id", metavar="ORG/NAME", help="the hub repository (created if needed)")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--no-card", action="store_true", help="do not add a README.md model card")
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from codi2.hub import push_to_hub
+
+    url = push_to_hub(args.model_dir, args.repo_id, private=args.private or None, card=not args.no_card)
+    print(f"pushed {args.model_dir} to {args.repo_id}: {url}")
+    return 0
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -308,6 +333,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", training_commands.TRAIN_HELP, training_commands.train_arguments, training_commands.run_train),
     Command("data", training_commands.DATA_HELP, training_commands.data_arguments, training_commands.run_data),
     Command("eval", evaluation_commands.EVAL_HELP, evaluation_commands.eval_arguments, evaluation_commands.run_eval),
+    Command("push", "upload a saved model directory to the Hugging Face hub, with a model card",
+            _push_arguments, _run_push),
 )  # fmt: skip
 
 

@@ -51,6 +51,15 @@ class MediaLimitError(MediaError):
     """A media item is empty, too small, too large, too long or too short."""
 
 
+class MediaTimeoutError(MediaLimitError):
+    """Decoding a media item ran out of time (``max_decode_seconds``, or a caller's deadline
+    when ``external``) or was cancelled; its decoder process was stopped."""
+
+    def __init__(self, message: str, *, item: str | None = None, external: bool = False):
+        self.external = external
+        super().__init__(message, item=item)
+
+
 # --- configuration, registry, checkpoints -------------------------------------------------
 
 
@@ -87,3 +96,29 @@ class DatasetError(Codi2Error, ValueError):
 
 class TemplateError(Codi2Error):
     """A chat template cannot be used to split a conversation into turns."""
+
+
+# --- helpers for the messages above -------------------------------------------------------
+
+
+def pickle_refused(what: str) -> str:
+    """One line for a pickled file that ``torch.load(weights_only=True)`` refused (or could
+    not read): codi2 never unpickles code, so the fix is converting it to safetensors."""
+    return (
+        f"{what} is a pickle holding objects other than tensors (or is not a readable pickle); "
+        "codi2 never unpickles code: convert it to safetensors in a trusted environment "
+        "(safetensors.torch.save_file(state_dict, 'model.safetensors'))"
+    )
+
+
+def pickled_weights(directory: str) -> str:
+    """The pickled weights files (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``) in a model
+    directory, for naming them in an error; the directory itself when none is found."""
+    from pathlib import Path
+
+    path = Path(directory).expanduser()
+    found = sorted(
+        str(p) for p in (path.iterdir() if path.is_dir() else ())
+        if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+    )
+    return ", ".join(found[:3]) or str(directory)

@@ -139,7 +139,7 @@ class ChatREPL:
         self.say(f"(attached {modality} {path}; it goes with your next message)")
 
     def send(self, text: str) -> None:
-        from codi2.cli import GenerationBar
+        from codi2.progress import GenerationBar
 
         parts = [*self.attachments, {"type": "text", "text": text}]
         self.attachments = []  # used once, whether the turn succeeds or not

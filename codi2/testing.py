@@ -26,6 +26,7 @@ from torch import nn
 from codi2.core.interfaces import LLM, Decoder, Encoder, LLMOutput, check_state_dict
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, UnknownModalityError
+from codi2.plugins.base import DecoderBase, FrozenEncoder
 
 # ==========================================================================================
 # Contract checks
@@ -189,7 +190,7 @@ def _audio_signal(data: np.ndarray, length: int) -> torch.Tensor:
     return x
 
 
-class TinyEncoder(nn.Module):
+class TinyEncoder(FrozenEncoder):
     """A frozen random-feature encoder for image, audio, video and text (real tensors in and out).
 
     Images are area-downsampled to 8x8, audio summarised by a magnitude spectrum, video as the
@@ -215,20 +216,14 @@ class TinyEncoder(nn.Module):
         return f"tiny(dim={self.embed_dim},tokens={self.tokens})"
 
     def tokens_per_item(self, modality: str) -> int:
-        self._check(modality)
+        self.check_modality(modality)
         return self.tokens
 
-    def _check(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise UnknownModalityError(f"encoder 'tiny-encoder' does not encode {modality!r}; it encodes {', '.join(self.modalities)}")
-
     def load_media(self, source: Any, modality: str, *, name: str | None = None) -> Media:
-        from codi2.core.media import load_media
-
-        self._check(modality)
         if modality == "text":
+            self.check_modality(modality)
             return source if isinstance(source, Media) else Media("text", str(source), name=name)
-        return load_media(source, modality, name=name, sample_rate=self.sample_rate)
+        return super().load_media(source, modality, name=name)
 
     def _features(self, item: Media, modality: str) -> torch.Tensor:
         if modality == "image":
@@ -243,22 +238,10 @@ class TinyEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, items: Sequence[Media], modality: str) -> torch.Tensor:
-        self._check(modality)
+        self.check_modality(modality)
         device = self.proj["image"].weight.device
         feats = torch.stack([self._features(item, modality) for item in items]) if items else torch.zeros(0, self.embed_dim * self.tokens)
         return feats.to(device).view(len(items), self.tokens, self.embed_dim)
-
-    def set_trainable(self, policy: str) -> None:
-        if policy != "frozen":
-            raise ValueError("the tiny encoder is always frozen")
-        self.requires_grad_(False)
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        if state:
-            raise CheckpointError(f"encoder 'tiny-encoder' has no trained state, got {sorted(state)[:3]}")
 
 
 class ByteTokenizer:
@@ -366,7 +349,7 @@ class TinyLLM(nn.Module):
         self.load_state_dict(dict(state), strict=False)
 
 
-class TinyDecoder(nn.Module):
+class TinyDecoder(DecoderBase):
     """A real (tiny) denoising diffusion decoder for image, audio or video.
 
     The signal is a small tensor (8x8 RGB image, 1024 audio samples, 2 frames of 8x8); an MLP
@@ -378,6 +361,7 @@ class TinyDecoder(nn.Module):
 
     supports_reference = False
     num_train_timesteps = 100
+    frozen_parts = ("features",)  # "full" trains the denoiser (and reference_in)
 
     def __init__(self, modality: str = "image", tokens: int = 2, dim: int = 8, size: int = 16, fidelity: bool = False, seed: int = 0):
         super().__init__()
@@ -468,27 +452,8 @@ class TinyDecoder(nn.Module):
                 on_step(i + 1, steps)
         return [self._to_media(row) for row in x]
 
-    def set_trainable(self, policy: str) -> None:
-        if policy not in ("frozen", "adapters", "full"):
-            raise ValueError(f"unknown trainable policy {policy!r}")
-        self.policy = policy
-        self.requires_grad_(False)
-        if policy == "full":
-            self.denoiser.requires_grad_(True)
-        if policy in ("adapters", "full") and self.reference_in is not None:
-            self.reference_in.requires_grad_(True)
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        state = {}
-        if self.policy == "full":
-            state.update({f"denoiser.{k}": v.detach().clone() for k, v in self.denoiser.state_dict().items()})
-        if self.policy in ("adapters", "full") and self.reference_in is not None:
-            state["reference_in.weight"] = self.reference_in.weight.detach().clone()
-        return state
-
-    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        check_state_dict(state, self.state_dict(), f"decoder {self.name!r}", partial=True)  # by policy, a part
-        self.load_state_dict(dict(state), strict=False)
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        return {"reference_in.weight": self.reference_in.weight} if self.reference_in is not None else {}
 
 
 def tiny_components(*, modalities: Sequence[str] = ("image", "audio"), embed_dim: int = 16, hidden: int = 32, seed: int = 0) -> dict[str, Any]:

@@ -15,7 +15,7 @@ def run(rank: int, world: int, port: int, out: str) -> None:
     from test_training import make_registry, model_config
     from torch.distributed.fsdp import fully_shard
 
-    from codi2.core.model import CoDi2Model
+    from codi2.assembly import assemble
     from codi2.testing import test_media
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -23,7 +23,7 @@ def run(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
-        model = CoDi2Model.from_config(model_config(), make_registry())
+        model = assemble(model_config(), registry=make_registry())
         model.set_trainable(llm="full")
         image = test_media("image", rank)  # each process its own sample, as under data parallelism
         batch = model.collate([[{"role": "user", "content": [{"type": "text", "text": "Invert "}, {"type": "image", "data": image}]},

@@ -128,13 +128,13 @@ def build_chat_model(directory: str | Path, steps: int = 150, max_rounds: int = 
     """Train and save the tiny chat model; returns ``directory``."""
     import torch
 
-    from codi2.core.model import CoDi2Model
+    from codi2.assembly import assemble
     from codi2.registry import Registry
     from codi2.testing import test_media
 
     with torch_threads(1):
         torch.manual_seed(0)
-        model = CoDi2Model.from_config(CONFIG, Registry.create(entry_points=False))
+        model = assemble(CONFIG, registry=Registry.create(entry_points=False))
         conversations = _conversations(test_media)
         batches = [model.collate(conversations[k : k + 16]) for k in range(0, len(conversations), 16)]
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)

@@ -149,11 +149,11 @@ def test_usage_errors_are_one_line():
     assert out.returncode == 2 and out.stderr.startswith("error: media 'a'") and "Traceback" not in out.stderr
 
 
-def test_missing_default_model_is_one_clear_line(capsys, monkeypatch):
-    import codi2.api
+def test_missing_default_model_is_one_clear_line(capsys, monkeypatch, tmp_path):
+    import codi2.plugins.toy
     from codi2.api import DEFAULT_MODEL
 
-    monkeypatch.setattr(codi2.api, "packaged_model_names", lambda: [])  # a copy of codi2 without the toy model
+    monkeypatch.setattr(codi2.plugins.toy, "asset_dir", lambda: tmp_path)  # a copy of codi2 without the toy model
     assert main(["generate", "hello"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"default model {DEFAULT_MODEL!r} is not installed" in err and "--model" in err

@@ -124,3 +124,32 @@ def test_codi2_data_validate(folder, capsys):
     assert report["samples"] == 1 and report["problems"][0]["line"] == 2
     write(data, [good()])
     assert run_cli(["data", "validate", str(data), "--decode"]) == 0
+
+
+def test_undecodable_lines_are_named_by_their_own_number_and_skippable(folder):
+    lines = [json.dumps(good()).encode()] * 5 + [b'{"messages": "caf\xe9"}'] + [json.dumps(good()).encode()] * 2
+    lines += [b"[" * 100_000, b'{"id": ' + b"9" * 5000 + b"}"]
+    data = folder / "train.jsonl"
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    report = validate_files(data)
+    assert [p.line for p in report.problems] == [6, 9, 10]
+    assert report.problems[1].message == "invalid JSON: nested too deeply"
+    assert report.problems[2].message.startswith("invalid JSON: Exceeds the limit")
+    assert str(report.problems[0]) == f"{data}:6: not UTF-8 text (byte 18 of the line: invalid continuation byte)"
+    with pytest.raises(DatasetError, match=r"train.jsonl:6: not UTF-8"):
+        ConversationDataset(data)
+    dataset = ConversationDataset(data, on_error="skip")
+    assert [s.line for s in dataset.samples] == [1, 2, 3, 4, 5, 7, 8] and dataset.skipped_lines() == 3
+
+
+def test_shard_records_that_break_the_json_parser_are_bad_samples():
+    from types import SimpleNamespace
+
+    from codi2.training.shards import BadSample, to_sample
+
+    shard = SimpleNamespace(name="shards/s.tar")
+    for raw, reason in ((b"[" * 100_000, "nested too deeply"), (b'{"id": ' + b"9" * 5000 + b"}", "Exceeds the limit"),
+                        (b'{"a": "caf\xe9"}', "can't decode byte 0xe9")):  # fmt: skip
+        bad = to_sample(shard, 0, "k", raw, {})
+        assert isinstance(bad, BadSample) and reason in str(bad), bad
+        assert str(bad).startswith("shards/s.tar: key 'k': invalid JSON")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from codi2.core.messages import normalize_messages
-from codi2.core.model import CoDi2Model
+from codi2.assembly import assemble
 from codi2.core.sequence import Markers, build_sequence
 from codi2.errors import ConfigError, TemplateError
 from codi2.plugins.llms import hf_causal_lm
@@ -142,7 +142,7 @@ def test_phi3_multi_round_chat_through_the_model(family_dirs, one_torch_thread):
         "generation": {"max_new_tokens": 3},
     }
     torch.manual_seed(0)
-    model = CoDi2Model.from_config(config, Registry.create(entry_points=False))
+    model = assemble(config, registry=Registry.create(entry_points=False))
     chat = model.chat()
     chat.ask("hello world")
     answer = chat.ask("a blue square")  # the second round renders the first answer's history

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from codi2.assembly import assemble
 from codi2.core.model import CoDi2Model
 from codi2.errors import CheckpointError, MessageError, UnknownModalityError
 from codi2.testing import TinyDecoder, TinyEncoder, TinyLLM, test_media, tiny_components
@@ -264,13 +265,13 @@ def test_a_model_built_through_the_registry_saves_a_config_that_rebuilds_it(tmp_
         "decoders": {"image": {"plugin": "tiny-decoder", "options": {"modality": "image"}},
                      "audio": {"plugin": "tiny-decoder", "options": {"modality": "audio", "tokens": 3}}},
     }
-    model = CoDi2Model.from_config(config, registry)
+    model = assemble(config, registry=registry)
     assert model.slots["audio"].shape == (3, 32) and model.in_proj["image"][0].in_features == 12
     model.save_pretrained(tmp_path / "m")
-    again = CoDi2Model.from_pretrained(tmp_path / "m", registry)
+    again = assemble(tmp_path / "m", registry=registry)
     for key, value in model.trained_state_dict().items():
         torch.testing.assert_close(again.trained_state_dict()[key], value)
     # the integrator's path writes the same kind of config
     composed = CoDi2Model.from_components(**tiny_components())
     composed.save_pretrained(tmp_path / "c")
-    assert CoDi2Model.from_pretrained(tmp_path / "c", registry).decoders["audio"].modality == "audio"
+    assert assemble(tmp_path / "c", registry=registry).decoders["audio"].modality == "audio"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from codi2.core.model import CoDi2Model
+from codi2.assembly import assemble
 from codi2.core.types import Media
 from codi2.registry import Registry
 
@@ -37,7 +37,7 @@ def stack(tmp_path_factory):
         },
     }
     torch.manual_seed(0)
-    return CoDi2Model.from_config(config, Registry.create(entry_points=False))
+    return assemble(config, registry=Registry.create(entry_points=False))
 
 
 def world():

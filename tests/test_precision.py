@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_training import make_registry, run_config, totals, write_dataset
 
-from codi2.core.model import CoDi2Model
+from codi2.assembly import assemble
 from codi2.core.types import Media
 from codi2.registry import Registry
 from codi2.training.stages import enable_gradient_checkpointing
@@ -62,7 +62,7 @@ def stack(tmp_path_factory):
         "decoders": {"image": {"plugin": "sd-unclip", "options": {"model": str(build_tiny_sd_unclip(root / "sd")), "steps": 2, **local}}},
     }
     torch.manual_seed(0)
-    return CoDi2Model.from_config(config, Registry.create(entry_points=False))
+    return assemble(config, registry=Registry.create(entry_points=False))
 
 
 def _gradients(model, batch):

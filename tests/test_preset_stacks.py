@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from codi2.api import preset_config
-from codi2.core.model import CoDi2Model
+from codi2.assembly import assemble
 from codi2.core.types import Media
 from codi2.registry import Registry
 
@@ -62,7 +62,7 @@ def model(request, tmp_path_factory):
     decoders["audio"]["options"].update(model=str(build_tiny_audioldm2(root / "ldm")), steps=2, **local)
     decoders["video"]["options"].update(model=str(build_tiny_zeroscope(root / "zs")), steps=2, num_frames=2, height=32, width=32, **local)
     torch.manual_seed(0)
-    return request.param, CoDi2Model.from_config(config, Registry.create(entry_points=False))
+    return request.param, assemble(config, registry=Registry.create(entry_points=False))
 
 
 def media():

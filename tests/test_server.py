@@ -605,8 +605,10 @@ def test_examples_come_from_the_model_directory(model, tmp_path):
     (tmp_path / "examples.json").write_text(json.dumps({"examples": [
         {"title": "edit", "prompt": "make {a} blue", "media": {"a": "examples/a.png"}},
         {"prompt": "draw a square"}]}))  # fmt: skip
-    before = getattr(model, "source_path", None)
-    model.source_path = tmp_path
+    from types import SimpleNamespace
+
+    before = getattr(model, "source", None)
+    model.source = SimpleNamespace(path=tmp_path)
     try:
         with TestClient(create_app(model, settings=ServerSettings(**SETTINGS))) as c:
             examples = c.get("/v1/examples").json()["examples"]
@@ -617,11 +619,11 @@ def test_examples_come_from_the_model_directory(model, tmp_path):
             # a file outside the model directory is never read: no examples, the page works without
             (tmp_path / "examples.json").write_text(json.dumps({"examples": [{"prompt": "{a}", "media": {"a": "../secret.png"}}]}))
             assert c.get("/v1/examples").json() == {"examples": []}
-        model.source_path = None  # a model without a directory has none
+        model.source = SimpleNamespace(path=None)  # a model without a directory has none
         with TestClient(create_app(model, settings=ServerSettings(**SETTINGS))) as c:
             assert c.get("/v1/examples").json() == {"examples": []}
     finally:
-        model.source_path = before
+        model.source = before
 
 
 def test_an_answer_sent_back_stands_for_its_media(client):

@@ -114,9 +114,9 @@ def _shipped():
 
 @pytest.fixture(scope="module")
 def toy_model(registry):
-    from codi2.core.model import CoDi2Model
+    from codi2.assembly import assemble
 
-    return CoDi2Model.from_pretrained(_shipped(), registry)
+    return assemble(_shipped(), registry=registry)
 
 
 def test_shipped_model_fits_the_size_budget():

@@ -3,6 +3,7 @@ SIGKILL safety, checkpoints and the feature cache."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from codi2.assembly import assemble
 from codi2.core.model import CoDi2Model
 from codi2.errors import CheckpointError, ConfigError, DatasetError
 from codi2.registry import Registry, hookimpl
@@ -140,7 +142,7 @@ def test_loss_decreases_and_the_run_writes_metrics_checkpoints_and_a_loadable_mo
     latest = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert latest.name == "step-000024"
     assert not [p for p in latest.rglob("*") if p.suffix in (".pt", ".pth", ".bin", ".pkl")], "nothing pickled"
-    final = CoDi2Model.from_pretrained(result.final_dir, make_registry())
+    final = assemble(result.final_dir, registry=make_registry())
     for key, value in result_model_state(result).items():
         torch.testing.assert_close(final.trained_state_dict()[key], value, msg=key)
 
@@ -153,7 +155,7 @@ def result_model_state(result):
 
 def test_diffusion_loss_alone_trains_the_llm_through_the_output_projector(tmp_path, data):
     registry = make_registry()
-    model = CoDi2Model.from_config(model_config(), registry)
+    model = assemble(model_config(), registry=registry)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     config = run_config(tmp_path, data, max_steps=1, loss={"text": False, "feature": False}, optimizer={"lr": 1e-2, "max_grad_norm": None})
     result = train(config, registry, model=model)
@@ -261,7 +263,7 @@ def test_sigkill_leaves_a_loadable_checkpoint_and_resume_matches_an_uninterrupte
     latest = latest_checkpoint(root)
     step = int(latest.name.split("-")[1])
     assert 4 <= step <= 14
-    CoDi2Model.from_pretrained(latest, make_registry())  # the last good checkpoint loads
+    assemble(latest, registry=make_registry())  # the last good checkpoint loads
     config["model"] = model_config()
     resumed = train(config, make_registry(), resume=tmp_path / "killed" / "run", stop_after=step + 6)
     assert [h["step"] for h in resumed.history] == list(range(step + 1, step + 7))
@@ -274,6 +276,26 @@ def test_resume_errors_are_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
         train(run_config(tmp_path, tmp_path / "train.jsonl"), make_registry(), resume=tmp_path / "empty")
+
+
+def test_malformed_resume_state_names_the_file_and_field(tmp_path, data):
+    first = train(run_config(tmp_path, data), make_registry(), stop_after=2)
+    ckpt_dir = first.last_checkpoint
+    state_file = ckpt_dir / "trainer_state.json"
+    good_state = json.loads(state_file.read_text())
+    for field, value, words in (("step", "2", "field 'step' must be a non-negative integer, got '2'"),
+                                ("world_size", 0, "field 'world_size' must be a positive integer"),
+                                ("trainable", None, "field 'trainable' must be a list of parameter names")):
+        state_file.write_text(json.dumps({**good_state, field: value}))
+        with pytest.raises(CheckpointError, match=re.escape(f"{state_file}: {words}")):
+            train(run_config(tmp_path, data), make_registry(), resume=ckpt_dir)
+    state_file.write_text(json.dumps(good_state))
+    rng_file = ckpt_dir / "rng-rank0.json"
+    rng = json.loads(rng_file.read_text())
+    rng["tree"]["python"] = "not a state"
+    rng_file.write_text(json.dumps(rng))
+    with pytest.raises(CheckpointError, match=re.escape(f"{rng_file}: field 'python' is malformed")):
+        train(run_config(tmp_path, data), make_registry(), resume=ckpt_dir)
 
 
 # --- state files and the feature cache ----------------------------------------------------------------------
@@ -341,7 +363,7 @@ def test_codi2_train_command_with_a_config_file_and_overrides(tmp_path, data, ca
     args = parser.parse_args(["train", "--config", str(tmp_path / "train.yaml"), "--max-steps", "2", "--set", "optimizer.lr=1e-3", "--no-progress"])
     assert args.run(args) == 0
     assert f"trained 2 step(s); model saved to {tmp_path / 'runs' / 'x' / 'final'}" in capsys.readouterr().out
-    assert CoDi2Model.from_pretrained(tmp_path / "runs" / "x" / "final").config.llm.plugin == "tiny-llm"
+    assert assemble(tmp_path / "runs" / "x" / "final").config.llm.plugin == "tiny-llm"
 
 
 def _hammer(root, seed, out):

@@ -19,6 +19,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from codi2.errors import ConfigError
 
+#: generation seeds are 0..SEED_MAX everywhere (API, CLI, server): what torch's generators take,
+#: with room for the per-media seeds derived from it (seed + 1 + item index)
+SEED_MAX = 2**63 - 1
+
+
+def check_seed(seed: Any, where: str = "seed") -> int | None:
+    """``seed`` as an int in 0..SEED_MAX (``None`` passes), else a ConfigError."""
+    import numbers
+
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{where} must be an integer in 0..{SEED_MAX}, got {seed!r}")
+    return int(seed)
+
+
 #: the marker-row layout of a config that names no ``modalities`` (every checkpoint written
 #: before modalities became plugins); a model using other modalities names them all
 DEFAULT_MODALITIES: tuple[str, ...] = ("image", "audio", "video", "text")
@@ -129,7 +145,10 @@ def read_config_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1}: {exc.reason})") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -138,6 +157,8 @@ def read_config_file(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+        raise ConfigError(f"{path}: invalid JSON: {str(exc).splitlines()[0] if str(exc) else 'nested too deeply'}") from None
     except Exception as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from codi2.core.config import GenerationConfig, format_validation_error
+from codi2.core.config import GenerationConfig, check_seed, format_validation_error
 from codi2.core.messages import Message
 from codi2.errors import ConfigError
 
@@ -35,9 +35,12 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     if temperature == 0:
         return int(logits.argmax())
     probs = torch.softmax(logits.float() / temperature, -1)
+    if not torch.isfinite(probs).all():  # a temperature so small the logits overflow: greedy
+        return int(logits.argmax())
     if top_p < 1:
         sorted_probs, order = probs.sort(descending=True)
         keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        keep[0] = True  # a top_p below float32's resolution (1e-300 -> 0) keeps the likeliest token
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
@@ -74,6 +77,7 @@ def generate(
     from codi2.core.model import Answer
 
     cfg = _options(model, options)
+    seed = check_seed(seed, "generate(): seed")
     seq = model.sequence(messages, training=False, add_generation_prompt=True)
     batch = model.batch([seq]).to(model.device)
     references = {m: entries[-1][2] for m, entries in batch.inputs.items()}

@@ -1,8 +1,10 @@
 """The three component interfaces every plugin implements: Encoder, LLM, Decoder.
 
-They are ``typing.Protocol``s, importable without torch. A component is also expected to be a
-``torch.nn.Module`` so that the model can move, freeze and save it; the contract kit in
-:mod:`codi2.testing` checks both.
+They are ``typing.Protocol``s, importable without torch, listing exactly what the model core
+and the contract kit (:mod:`codi2.testing`) call. A component is also expected to be a
+``torch.nn.Module`` so that the model can move, freeze and save it (``parameters()``,
+``requires_grad_()``, ``to()``, ``train()``); the contract kit checks both. The base classes of
+:mod:`codi2.plugins.base` implement everything but what is specific to a component.
 
 Trainable state: every component reports what training changed through
 ``trained_state_dict()`` and takes it back through ``load_trained_state_dict()``. A frozen
@@ -41,8 +43,6 @@ class Encoder(Protocol):
     name: str
     modalities: tuple[str, ...]
     embed_dim: int
-    #: the audio sample rate ``encode`` expects (media loading resamples to it)
-    sample_rate: int
 
     @property
     def identity(self) -> str:
@@ -56,6 +56,15 @@ class Encoder(Protocol):
 
     def encode(self, items: Sequence[Media], modality: str) -> torch.Tensor:
         """Features ``[B, tokens_per_item(modality), embed_dim]`` (float32, no gradient)."""
+
+    def set_trainable(self, policy: str) -> None:
+        """Only ``frozen`` (the model calls it once); anything else is a ConfigError."""
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """``{}``: a frozen encoder changes nothing."""
+
+    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Accept ``{}``; raise CheckpointError on anything else."""
 
 
 @runtime_checkable
@@ -143,9 +152,11 @@ class Decoder(Protocol):
     def set_trainable(self, policy: str) -> None:
         """``frozen`` | ``adapters`` (e.g. the fidelity conv_in) | ``full``."""
 
-    def trained_state_dict(self) -> dict[str, torch.Tensor]: ...
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """What training changed (``{}`` when frozen; adapter or UNet weights otherwise)."""
 
-    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...
+    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore ``trained_state_dict()`` output; raise CheckpointError on mismatch."""
 
 
 def check_state_dict(state: Mapping[str, Any], expected: Mapping[str, Any], owner: str, *,

@@ -124,7 +124,7 @@ def normalize_messages(messages: str | Sequence[Mapping[str, Any] | Message], me
     """
     modalities = resolve_modalities(modalities)
     if isinstance(messages, str):
-        return [Message("user", parse_prompt(messages, media, modalities))]
+        return [Message("user", parse_prompt(check_text(messages, "prompt"), media, modalities))]
     if media:
         raise MessageError("media=... goes with a placeholder prompt string, not with a message list")
     if not isinstance(messages, Sequence) or not messages:
@@ -166,7 +166,27 @@ def normalize_messages(messages: str | Sequence[Mapping[str, Any] | Message], me
         if role == "system" and any(isinstance(p, MediaPart) for p in parts):
             raise MessageError(f"{where}: system messages hold text only")
         out.append(Message(role, parts, target=bool(msg.get("target", True))))
+    for i, message in enumerate(out):
+        for j, part in enumerate(message.parts):
+            if isinstance(part, TextPart) or (part.modality == "text" and isinstance(part.source, str)):
+                check_text(part.text if isinstance(part, TextPart) else part.source, f"message {i}, part {j}")
     return out
+
+
+def check_text(text: str, where: str) -> str:
+    """``text`` if it is valid Unicode text (encodable as UTF-8), else a MessageError.
+
+    Lone surrogates arrive from JSON (``"\\ud800"``) and from undecodable bytes in command-line
+    arguments (Python's surrogateescape); tokenizers fail on them with assorted errors.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise MessageError(
+            f"{where}: the text is not valid UTF-8 (character {e.start + 1} is "
+            f"{'a lone surrogate' if 0xD800 <= ord(text[e.start]) <= 0xDFFF else 'not encodable'})"
+        ) from None
+    return text
 
 
 # --- placeholder prompts ------------------------------------------------------------------
@@ -193,7 +213,7 @@ def parse_prompt(prompt: str, media: Mapping[str, Any] | None = None, modalities
         if token in ("{", "}"):
             raise MessageError(f"prompt, column {m.start() + 1}: unmatched {token!r} (write {token * 2} for a literal brace)")
         name = m.group(1).strip()
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise MessageError(f"prompt, column {m.start() + 1}: invalid placeholder {token!r} (names are letters, digits, _ or -)")
         if name not in media:
             known = ", ".join(sorted(media)) or "none"

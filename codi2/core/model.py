@@ -25,7 +25,7 @@ from codi2.core.messages import MediaPart, Message, normalize_messages
 from codi2.core.modality import Modalities, resolve_modalities
 from codi2.core.sequence import Markers, TokenSequence, build_sequence
 from codi2.core.types import Media
-from codi2.errors import CheckpointError, MessageError, UnknownModalityError
+from codi2.errors import CheckpointError, ConfigError, MessageError, UnknownModalityError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
@@ -138,27 +138,13 @@ class CoDi2Model(nn.Module):
         self.marker_head = nn.Linear(hidden, len(self.markers), bias=False)
         nn.init.normal_(self.marker_head.weight, std=hidden**-0.5)
         self.feature_cache: Any = None  # optional: get(key) -> Tensor | None, put(key, Tensor)
+        #: why save_pretrained could not write a config that rebuilds this model (see from_components)
+        self.unsaveable: list[str] = []
         for enc in encoders:
             enc.set_trainable("frozen")
         self.set_trainable()
 
     # --- construction ------------------------------------------------------------------------
-
-    @classmethod
-    def from_config(cls, config: ModelConfig | Mapping | str | Path, registry: Any = None, modalities: Modalities | None = None) -> CoDi2Model:
-        """Build every component through the plugin registry (the default one if not given)."""
-        if isinstance(config, (str, Path)):
-            config = ModelConfig.from_file(config)
-        elif not isinstance(config, ModelConfig):
-            config = ModelConfig.from_dict(config)
-        if registry is None:
-            from codi2.registry import default_registry
-
-            registry = default_registry()
-        encoders = [registry.load("encoder", c) for c in config.encoders]
-        llm = registry.load("llm", config.llm)
-        decoders = {m: registry.load("decoder", c) for m, c in config.decoders.items()}
-        return cls(config, encoders, llm, decoders, modalities or registry.modalities())
 
     @classmethod
     def from_components(cls, encoders: Sequence[Encoder], llm: LLM, decoders: Mapping[str, Decoder] | None = None, *,
@@ -169,23 +155,30 @@ class CoDi2Model(nn.Module):
         from registered plugins saves a config that rebuilds it. Modalities beyond the
         default four that the components handle get marker rows (config ``modalities``)."""
         decoders = dict(decoders or {})
+        unsaveable: list[str] = []
         used = [m for e in encoders for m in e.modalities] + list(decoders)
         extra = [m for m in dict.fromkeys(used) if m not in DEFAULT_MODALITIES]
         if extra:
             settings.setdefault("modalities", [*DEFAULT_MODALITIES, *extra])
 
-        def named(component: Any) -> dict[str, Any]:  # plugin name + the options it was built with, if it says
-            options = getattr(component, "options", None)
+        def named(component: Any, where: str) -> dict[str, Any]:  # plugin name + the options it was built with
+            name, options = getattr(component, "name", None), getattr(component, "options", None)
+            if not isinstance(name, str) or not name:
+                unsaveable.append(f"{where} ({type(component).__name__}) has no `name` attribute (its registered plugin name)")
+            if options is None or not (hasattr(options, "model_dump") or isinstance(options, Mapping)):
+                unsaveable.append(f"{where} ({type(component).__name__}) has no `options` attribute (the options it was built with)")
             options = options.model_dump(mode="json") if hasattr(options, "model_dump") else dict(options or {})
-            return {"plugin": component.name, "options": options}
+            return {"plugin": name if isinstance(name, str) and name else type(component).__name__, "options": options}
 
         config = ModelConfig.from_dict({
-            "encoders": [named(e) for e in encoders],
-            "llm": named(llm),
-            "decoders": {m: named(d) for m, d in decoders.items()},
+            "encoders": [named(e, f"encoder #{i}") for i, e in enumerate(encoders)],
+            "llm": named(llm, "llm"),
+            "decoders": {m: named(d, f"{m} decoder") for m, d in decoders.items()},
             **settings,
         }, source="CoDi2Model.from_components")
-        return cls(config, encoders, llm, decoders, modalities)
+        model = cls(config, encoders, llm, decoders, modalities)
+        model.unsaveable = unsaveable
+        return model
 
     def _embedding_scale(self) -> float:
         with torch.no_grad():
@@ -413,39 +406,75 @@ class CoDi2Model(nn.Module):
             raise CheckpointError(f"checkpoint holds tensors for components this model lacks: {sorted(groups)}")
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (trained parameters only), atomically."""
+        """Write ``config.json`` and ``model.safetensors`` (trained parameters only), atomically.
+        Refuses (ConfigError) a config that could not rebuild this model when loaded back."""
         from safetensors.torch import save_file
 
+        config = self.saveable_config()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n"))
+        _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
         _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(self.trained_state_dict(), str(p), metadata={"format": "codi2"}))
         return directory
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, registry: Any = None, *, device: str | None = None, components: Mapping[str, Any] | None = None,
-                        modalities: Modalities | None = None) -> CoDi2Model:
-        """Load a saved model: backbones through the registry (or prebuilt ``components``:
-        ``{"encoders": [...], "llm": ..., "decoders": {...}}``), then the trained weights."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    def saveable_config(self) -> dict[str, Any]:
+        """The config as JSON data, checked to load back: every component named by its plugin
+        and options, every option JSON-serialisable, the whole valid as a ModelConfig."""
+        if self.unsaveable:
+            raise ConfigError(
+                f"cannot save this model: its config.json could not rebuild it: {'; '.join(self.unsaveable)}; "
+                "a component saves as {'plugin': component.name, 'options': component.options} (see docs/plugins.md)"
+            )
+        try:
+            data = json.loads(json.dumps(self.config.model_dump(mode="json")))
+        except (TypeError, ValueError) as exc:  # pydantic's serialisation errors are ValueErrors
+            raise ConfigError(f"cannot save this model: its config is not JSON-serialisable: {str(exc).splitlines()[0]}") from None
+        ModelConfig.from_dict(data, source="the config save_pretrained would write")
+        return data
 
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, components: Mapping[str, Any], *, device: str | None = None,
+                        modalities: Modalities | None = None) -> CoDi2Model:
+        """Compose prebuilt ``components`` (``{"encoders": [...], "llm": ..., "decoders": {...}}``)
+        with the saved ``config.json`` and restore the trained weights. Building the components
+        from their names is :func:`codi2.load`'s job (the one assembly path)."""
         directory = Path(directory)
+        if not isinstance(components, Mapping):
+            raise ConfigError("from_pretrained takes the components {'encoders', 'llm', 'decoders'}; "
+                              "to build them from their names use codi2.load(directory, registry=...)")
         if not (directory / CONFIG_FILE).is_file():
             raise CheckpointError(f"{directory}: not a codi2 model directory (no {CONFIG_FILE})")
         config = ModelConfig.from_file(directory / CONFIG_FILE)
-        if components:
-            model = cls(config, components["encoders"], components["llm"], components.get("decoders", {}), modalities)
-        else:
-            model = cls.from_config(config, registry, modalities)
-        weights = directory / WEIGHTS_FILE
-        if weights.is_file():
+        model = cls(config, components["encoders"], components["llm"], components.get("decoders", {}), modalities)
+        model.load_pretrained_weights(directory)
+        return model.to(device) if device else model
+
+    def load_pretrained_weights(self, directory: str | Path) -> None:
+        """Restore the trained weights ``save_pretrained`` wrote into ``directory``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        weights = Path(directory) / WEIGHTS_FILE
+        if self.trained_state_dict():  # never run untrained by accident: the file must be there
+            _check_weights_file(weights)
             try:
                 state = load_file(str(weights))
             except (SafetensorError, OSError) as exc:
                 raise CheckpointError(f"{weights}: unreadable weights file: {exc}") from None
-            model.load_trained_state_dict(state)
-        return model.to(device) if device else model
+            self.load_trained_state_dict(state)
+
+
+def _check_weights_file(weights: Path) -> None:
+    """A missing, empty or non-file ``model.safetensors`` is an error, not random weights."""
+    if not weights.exists():
+        raise CheckpointError(
+            f"{weights}: missing; a saved codi2 model holds {CONFIG_FILE} and {WEIGHTS_FILE} "
+            "(its trained weights), and without them it would answer with random ones"
+        )
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: not a file (the trained weights must be a safetensors file)")
+    if weights.stat().st_size == 0:
+        raise CheckpointError(f"{weights}: empty (0 bytes); save the model again")
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -22,6 +22,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "codi2.plugins.decoders.diffusers_pipeline",
     "codi2.plugins.tiny",
     "codi2.plugins.toy",
+    "codi2.presets",
+    "codi2.toy.plugin",
     "codi2.evaluation.plugin",
     "codi2.training.builders",
 )

@@ -54,7 +54,9 @@ def codi2_register_datasets(register: RegisterCallback) -> None:
 
 @hookspec
 def codi2_register_presets(register: RegisterCallback) -> None:
-    """Register model presets: ``register(name, load=lambda options: ModelConfig | dir)``."""
+    """Register model presets: ``register(name, load=lambda options: ModelConfig | dict | dir)``
+    (a configuration, or a packaged model directory); ``train=recipe, train_options=Model`` adds
+    the recipe ``codi2 train --preset NAME`` runs."""
 
 
 @hookspec

@@ -61,28 +61,24 @@ def run_server(model: Any, settings: ServerSettings | None = None, *, quiet: boo
     require_server_dependencies()
     import uvicorn
 
+    from codi2.server.shutdown import DrainingServer, graceful_timeout
+
     settings = (settings or ServerSettings()).validate()
     app = create_app(model, settings=settings)
-    engine = app.state.engine
     sock = _bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning" if quiet else "info", access_log=not quiet,
-                            timeout_graceful_shutdown=5)  # fmt: skip
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            engine.state = "closing"  # requests on open connections now get 503
-            super().handle_exit(sig, frame)
+                            timeout_graceful_shutdown=graceful_timeout(settings))  # fmt: skip
 
     print(f"codi2: serving {getattr(model, 'source_name', 'the model')} on http://{shown}:{port} "
           f"(web chat: http://{shown}:{port}/ , API: http://{shown}:{port}/docs)", flush=True)  # fmt: skip
     try:
-        Server(config).run(sockets=[sock])
+        DrainingServer(config, app, quiet=quiet).run(sockets=[sock])
     finally:
         sock.close()
-    if not quiet:
-        print("codi2: server stopped", file=sys.stderr)
+    engine = app.state.engine
+    print(f"codi2: server stopped ({engine.served} answered)", file=sys.stderr, flush=True)
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from importlib import resources
 from typing import Any
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from codi2 import __version__
+from codi2.core.media import decode_deadline
 from codi2.core.messages import Message
 from codi2.core.modality import resolve_modalities
 from codi2.errors import (
@@ -38,6 +40,7 @@ from codi2.errors import (
     MediaDecodeError,
     MediaError,
     MediaLimitError,
+    MediaTimeoutError,
     MessageError,
     PlaceholderError,
     UnknownModalityError,
@@ -69,6 +72,8 @@ def error_response(status: int, type: str, message: str, headers: dict[str, str]
 
 def classify(exc: Codi2Error) -> tuple[int, str]:
     """HTTP status and error type of a codi2 error raised by a request's input."""
+    if isinstance(exc, MediaTimeoutError) and exc.external:  # decoding hit the request's deadline
+        return 504, "timeout"
     for cls, status, name in (
         (PathNotAllowedError, 400, "path_not_allowed"), (PlaceholderError, 400, "placeholder_mismatch"),
         (MessageError, 400, "invalid_request"), (UnknownModalityError, 400, "unknown_modality"),
@@ -91,11 +96,15 @@ class RequestGuard:
     """ASGI middleware for the generation routes: 503/429 before reading the body, 415 for a
     wrong content type, 413 past ``max_body_bytes`` (read in chunks, never all at once)."""
 
-    def __init__(self, app: Any, engine: Engine):
+    def __init__(self, app: Any, engine: Engine, decoding: set | None = None):
         self.app, self.engine = app, engine
+        self.decoding = decoding if decoding is not None else set()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = GENERATION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] == "http" and _ambiguous_length(scope["headers"]):
+            return await error_response(400, "invalid_request", "a request may not carry both Content-Length "
+                                        "and Transfer-Encoding")(scope, receive, send)  # fmt: skip
         if kind is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -107,17 +116,36 @@ class RequestGuard:
             self.engine.admit()
         except ServerError as exc:
             return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
-        scope["codi2.admitted_at"] = time.monotonic()  # the request's deadline counts from here
+        scope["codi2.admitted_at"] = admitted = time.monotonic()  # the request's deadline counts from here
+        cancelled = threading.Event()  # set when the client goes away: stops its media decoding
+        watcher: asyncio.Task | None = None
         try:
             try:
-                # a client trickling its body must not hold a queue place for ever
-                body = await asyncio.wait_for(self._read_body(receive), self.engine.settings.request_timeout)
+                # a client trickling its body must not hold a queue place for long (its own limit,
+                # much shorter than the generation's)
+                body = await asyncio.wait_for(self._read_body(receive), self.engine.settings.body_timeout)
+                if kind == "json":
+                    _check_utf8(body)
             except asyncio.TimeoutError:
                 return await error_response(408, "request_timeout", "the request body took too long to arrive")(scope, receive, send)
             except ServerError as exc:
                 return await error_response(exc.status, exc.type, exc.message, exc.headers)(scope, receive, send)
-            await self.app(scope, _replay(body, receive), send)
+            messages: asyncio.Queue = asyncio.Queue()
+            self.decoding.add(cancelled)
+            with decode_deadline(admitted + self.engine.settings.request_timeout, cancelled):
+                # its own task, so that a client going away cancels it: a generation then stops
+                # at its next token and media decoding is cancelled (ffmpeg killed)
+                handler = asyncio.ensure_future(self.app(scope, _replay(body, messages.get), send))
+            watcher = asyncio.ensure_future(_watch_disconnect(receive, messages, cancelled, handler))
+            try:
+                await handler
+            except asyncio.CancelledError:
+                if not cancelled.is_set():
+                    raise  # the server cancelled this request, not the client
         finally:
+            if watcher is not None:
+                watcher.cancel()
+            self.decoding.discard(cancelled)
             self.engine.release()
 
     def _too_large(self) -> ServerError:
@@ -146,6 +174,36 @@ class RequestGuard:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 return b"".join(chunks)
+
+
+def _ambiguous_length(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Both Content-Length and Transfer-Encoding: the classic request-smuggling shape."""
+    names = {k.lower() for k, _ in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+def _check_utf8(body: bytes) -> None:
+    """JSON bodies are UTF-8 (RFC 8259); say where one is not, as the documented invalid_json."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ServerError(400, "invalid_json", f"the body is not valid JSON: invalid UTF-8 at byte {e.start}") from None
+
+
+async def _watch_disconnect(
+    receive: Any, messages: asyncio.Queue, cancelled: threading.Event, handler: asyncio.Future
+) -> None:
+    """Read the client's messages after the body (the app gets them from ``messages``); when
+    it disconnects before its answer is complete, set ``cancelled`` (decoding stops) and
+    cancel the request's ``handler`` task (its generation stops)."""
+    while True:
+        message = await receive()
+        await messages.put(message)
+        if message["type"] == "http.disconnect":
+            if not handler.done():
+                cancelled.set()
+                handler.cancel()
+            return
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -192,7 +250,8 @@ def create_app(
                     '{"error": {"type", "message"}}.',
     )  # fmt: skip
     app.state.engine = engine
-    app.add_middleware(RequestGuard, engine=engine)
+    app.state.decoding = set()  # cancel flags of requests decoding media (set on shutdown)
+    app.add_middleware(RequestGuard, engine=engine, decoding=app.state.decoding)
 
     # --- errors -------------------------------------------------------------------------
 
@@ -202,6 +261,8 @@ def create_app(
 
     @app.exception_handler(Codi2Error)
     async def _codi2_error(request: Request, exc: Codi2Error) -> JSONResponse:
+        if isinstance(exc, MediaTimeoutError) and engine.state == "closing":  # stopped by a shutdown
+            return error_response(503, "shutting_down", "the server is shutting down")
         status, kind = classify(exc)
         if status >= 500:
             log.error("model error on %s: %s", request.url.path, exc)
@@ -219,6 +280,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and GENERATION_PATHS.get(request.url.path) == "json":
+            # FastAPI's answer when json.loads itself fails (nesting too deep for the parser)
+            return error_response(400, "invalid_json", "the body is not valid JSON (unparseable, or nested too deeply)")
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 

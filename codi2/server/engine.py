@@ -105,7 +105,7 @@ class Engine:
     def check_ready(self) -> None:
         if self.state == "ready":
             return
-        if self.state == "closing":
+        if self.state in ("closing", "draining"):
             raise ServerError(503, "shutting_down", "the server is shutting down")
         if self.state == "failed":
             raise ServerError(503, "model_failed", f"the model failed to load: {self.load_error}")
@@ -133,7 +133,8 @@ class Engine:
 
         Raises ServerError 504 past the deadline and 503 when the server stops meanwhile.
         """
-        self.check_ready()
+        if self.state != "draining":  # admitted before a shutdown began: still runs
+            self.check_ready()
         deadline = started + self.settings.request_timeout
         job = Job(work, deadline)
         self._jobs.add(job)

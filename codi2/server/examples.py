@@ -29,7 +29,7 @@ MAX_EXAMPLE_BYTES = 1 << 20  # per file: examples are small samples
 
 def load_examples(model: Any, modalities: Any) -> list[dict[str, Any]]:
     """The served model's examples (``[]`` when it has none or they cannot be read)."""
-    folder = getattr(model, "source_path", None)
+    folder = getattr(getattr(model, "source", None), "path", None)  # where it was loaded from
     if folder is None or not (Path(folder) / "examples.json").is_file():
         return []
     folder = Path(folder).resolve()

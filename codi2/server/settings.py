@@ -19,6 +19,10 @@ def _server_limits() -> MediaLimits:
         max_video_pixels=1280 * 720,
         max_video_seconds=120.0,
         max_video_frames=64,
+        # decoding work per upload: about 650 frames of 720p, 2,000 of 640x480, at most 30 s
+        max_video_decoded_pixels=600_000_000,
+        max_decode_seconds=30.0,
+        max_audio_samples=16_000_000,
     )
 
 
@@ -37,6 +41,12 @@ class ServerSettings:
     request_timeout: float = 300.0
     #: largest request body (JSON with inline base64, or a multipart upload); more get 413
     max_body_bytes: int = 25 * 2**20
+    #: seconds the whole body may take to arrive (a trickling client gets 408 and frees its place)
+    body_timeout: float = 30.0
+    #: characters of text one request may hold, all messages together (checked before tokenizing)
+    max_text_chars: int = 100_000
+    #: on SIGTERM/SIGINT: seconds in-flight requests get to finish before they are answered 503
+    shutdown_grace: float = 30.0
     #: per media item: bytes, pixels, duration, frames
     limits: MediaLimits = field(default_factory=_server_limits)
     #: frames a video upload is subsampled to (uniformly), bounding its memory
@@ -69,10 +79,13 @@ class ServerSettings:
             "session_ttl": self.session_ttl, "max_session_messages": self.max_session_messages,
             "media_store_bytes": self.media_store_bytes, "max_new_tokens": self.max_new_tokens,
             "max_steps": self.max_steps, "video_frames": self.video_frames,
+            "body_timeout": self.body_timeout, "max_text_chars": self.max_text_chars,
         }  # fmt: skip
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"server setting {name} must be > 0, got {value}")
+        if not self.shutdown_grace >= 0:
+            raise ConfigError(f"server setting shutdown_grace must be >= 0, got {self.shutdown_grace}")
         return self
 
     def is_loopback(self) -> bool:

@@ -26,7 +26,7 @@ def new_id() -> str:
 
 
 def valid_id(text: str) -> bool:
-    return bool(_ID.match(text))
+    return bool(_ID.fullmatch(text))  # match() would let a trailing newline through ($)
 
 
 def _media_bytes(messages: list[Message]) -> int:

@@ -409,8 +409,8 @@ def train_mllm(settings: RecipeSettings, out: Path, log: Callable[[str], None], 
     ``codi2 train --config`` file. An interrupted phase resumes from its last checkpoint."""
     import torch
 
+    from codi2.assembly import assemble
     from codi2.core.config import ModelConfig
-    from codi2.core.model import CoDi2Model
     from codi2.plugins.toy.llm import build_toy_llm_dir
     from codi2.toy import tasks
     from codi2.training import train
@@ -430,7 +430,7 @@ def train_mllm(settings: RecipeSettings, out: Path, log: Callable[[str], None], 
         build_toy_llm_dir(out / LLM_DIR, llm_corpus(), hidden_size=settings.llm_hidden, layers=settings.llm_layers, heads=settings.llm_heads)
         torch.manual_seed(settings.seed)
         embed_dim = settings.encoder_size.get("embed_dim", 64)
-        CoDi2Model.from_config(ModelConfig.from_dict(model_config(settings, out, embed_dim), source="toy recipe"), registry).save_pretrained(out / INIT_DIR)
+        assemble(ModelConfig.from_dict(model_config(settings, out, embed_dim), source="toy recipe"), registry=registry).save_pretrained(out / INIT_DIR)
     config_file = out / "mllm-train.json"
     config_file.write_text(json.dumps(train_config(settings, out, data), indent=2) + "\n")
     resume = "auto" if (out / MLLM_RUN / "checkpoints").is_dir() else None
@@ -520,10 +520,10 @@ def run_recipe(out: str | Path, settings: RecipeSettings | None = None, *, resum
         report_path.write_text(json.dumps(report, indent=2) + "\n")
         return report
     log("--- phase evaluation")
-    from codi2.core.model import CoDi2Model
+    from codi2.assembly import assemble
 
     t0 = time.monotonic()
-    model = CoDi2Model.from_pretrained(out, registry)
+    model = assemble(out, registry=registry)
     report["evaluation"] = evaluate(model, settings.eval_per_task, settings.seed, settings.eval_steps)
     report["evaluation_seconds"] = round(time.monotonic() - t0, 1)
     report["total_seconds"] = round(time.monotonic() - start, 1)

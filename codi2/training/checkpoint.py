@@ -3,7 +3,7 @@
 A checkpoint is a folder ``output_dir/checkpoints/step-000123/`` holding
 
 - ``config.json`` + ``model.safetensors``: the codi2 model directory (``save_pretrained``), so
-  ``CoDi2Model.from_pretrained(checkpoint)`` loads it directly;
+  ``codi2.load(checkpoint)`` loads it directly;
 - ``optimizer.safetensors`` + ``optimizer.json`` (``optimizer-rank{r}.*`` when the optimizer is
   sharded across processes), ``scheduler.json``, ``scaler.json`` (fp16 only);
 - ``rng-rank{r}.json`` (+ ``.safetensors``): every process's Python, NumPy and torch RNG states;
@@ -153,15 +153,53 @@ def capture_rng() -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any], where: str = "rng state") -> None:
+    """Restore :func:`capture_rng`'s output; CheckpointError names ``where`` and the field."""
     import numpy as np
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: malformed RNG state (a {type(state).__name__}, not an object)")
+    setters = {"python": random.setstate, "numpy": np.random.set_state, "torch": torch.set_rng_state}
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        setters["cuda"] = torch.cuda.set_rng_state_all
+    for field, setter in setters.items():
+        if field not in state:
+            raise CheckpointError(f"{where}: field {field!r} is missing")
+        try:
+            setter(state[field])
+        except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"{where}: field {field!r} is malformed ({reason})") from None
+
+
+#: the fields of trainer_state.json a resume reads, and what each must be
+_STATE_FIELDS = {"step": "count", "epoch": "count", "batch_in_epoch": "count", "micro_step": "count",
+                 "world_size": "positive", "trainable": "names", "sharded_optimizer": "flag"}  # fmt: skip
+
+
+def check_trainer_state(state: Any, path: Path) -> dict[str, Any]:
+    """``trainer_state.json``'s content if every field a resume reads has the right type;
+    otherwise a CheckpointError naming the file and the field (not a TypeError later)."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: malformed (a JSON {type(state).__name__}, not an object)")
+    for field, kind in _STATE_FIELDS.items():
+        if field not in state:
+            if field == "sharded_optimizer":
+                continue  # older checkpoints lack it
+            raise CheckpointError(f"{path}: field {field!r} is missing")
+        value = state[field]
+        ok = {
+            "count": isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+            "positive": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "names": isinstance(value, list) and all(isinstance(v, str) for v in value),
+            "flag": isinstance(value, bool),
+        }[kind]
+        if not ok:
+            expected = {"count": "a non-negative integer", "positive": "a positive integer",
+                        "names": "a list of parameter names", "flag": "true or false"}[kind]  # fmt: skip
+            raise CheckpointError(f"{path}: field {field!r} must be {expected}, got {value!r:.60}")
+    return state
 
 
 # --- folders ----------------------------------------------------------------------------------------

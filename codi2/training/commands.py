@@ -33,17 +33,19 @@ DATA_HELP = "build and validate training data (JSONL conversations)"
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="training config (YAML or JSON)")
-    parser.add_argument("--preset", choices=["toy"], help="reproduce a shipped model from nothing instead "
-                        "(toy: the shapes & tones world; its options: --out, --minutes, --ship, --fresh)")
+    parser.add_argument("--preset", metavar="NAME", help="reproduce a preset from nothing with the training recipe "
+                        "its plugin registers, instead of a config (toy: the shapes & tones world)")
     parser.add_argument("--resume", metavar="DIR", help="continue from a checkpoint, a run's output folder (its latest checkpoint) or 'auto'")
     parser.add_argument("--output-dir", metavar="DIR", help="override output_dir")
     parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps")
     parser.add_argument("--stop-after", type=int, metavar="N", help="stop at step N with a checkpoint, as if interrupted (resume later)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field (dotted keys, YAML values); repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from codi2.toy.commands_train import toy_train_arguments  # light: argparse only
-
-    toy_train_arguments(parser.add_argument_group("--preset toy"))
+    recipe = parser.add_argument_group("a preset's recipe (--preset NAME; each recipe takes the options it knows)")
+    recipe.add_argument("--out", metavar="DIR", help="output model directory")
+    recipe.add_argument("--minutes", type=float, metavar="M", help="total time budget")
+    recipe.add_argument("--ship", action="store_true", help="install the result into the package as the preset")
+    recipe.add_argument("--fresh", action="store_true", help="retrain every phase even if its output exists")
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -56,14 +58,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from codi2.errors import ConfigError
 
-    if getattr(args, "preset", None) == "toy":
+    if getattr(args, "preset", None):
         if args.config:
             raise ConfigError("--preset and --config exclude each other")
-        from codi2.toy.commands_train import run_from_args
-
-        return run_from_args(args)
+        return _run_recipe(args)
     if not args.config:
-        raise ConfigError("give a training config (--config FILE) or a preset (--preset toy)")
+        raise ConfigError("give a training config (--config FILE) or a preset with a recipe (--preset toy)")
     from codi2.training.config import TrainConfig, parse_override
 
     config = TrainConfig.from_file(args.config)
@@ -86,6 +86,37 @@ def run_train(args: argparse.Namespace) -> int:
     if result.skipped:
         print(f"{len(result.skipped)} sample(s) were skipped (data.on_error: skip)")
     return 0
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    """``--preset NAME``: the training recipe the preset's plugin registered (``train=`` and
+    ``train_options=`` on its ``register`` call), with the recipe options given."""
+    from codi2.errors import ConfigError
+    from codi2.registry import NoOptions, default_registry
+    from codi2.training.config import parse_override
+
+    registry = default_registry()
+    spec = registry.get("preset", args.preset)
+    train = spec.extra.get("train")
+    if train is None:
+        with_recipe = [s.name for s in registry.specs("preset") if "train" in s.extra]
+        raise ConfigError(f"preset {args.preset!r} has no training recipe; presets with one: {', '.join(with_recipe) or 'none'}")
+    given = {"out": args.out, "minutes": args.minutes, "threads": getattr(args, "threads", None)}
+    options = {k: v for k, v in given.items() if v is not None}
+    options.update({k: True for k in ("ship", "fresh") if getattr(args, k)})
+    options.update(dict(parse_override(item) for item in args.set))
+    if args.output_dir:
+        options["out"] = args.output_dir
+    model = spec.extra.get("train_options", NoOptions)
+    from pydantic import ValidationError
+
+    try:
+        validated = model.model_validate(options)
+    except ValidationError as exc:
+        from codi2.core.config import format_validation_error
+
+        raise ConfigError(f"preset {args.preset!r} recipe: invalid options: {format_validation_error(exc)}") from None
+    return train(validated)
 
 
 # --- codi2 data ----------------------------------------------------------------------------------------

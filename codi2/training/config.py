@@ -221,10 +221,15 @@ class TrainConfig(_Strict):
 
 
 def _looks_like_path(value: str, base: Path) -> bool:
-    """A ``model`` string is a path unless it is a bare preset name that exists as no file."""
-    if any(sep in value for sep in ("/", "\\")) or value.endswith((".json", ".yaml", ".yml")):
+    """A ``model`` string is a path unless it exists as no file and is a bare preset name or a
+    hub id (``org/name``)."""
+    if (base / value).exists() or value.startswith((".", "/", "~")) or "\\" in value:
         return True
-    return (base / value).exists()
+    if value.endswith((".json", ".yaml", ".yml")):
+        return True
+    from codi2.assembly import looks_like_hub_id
+
+    return "/" in value and not looks_like_hub_id(value)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

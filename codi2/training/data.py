@@ -108,22 +108,24 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any, Problem | None]]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file not found")
-    with path.open("r", encoding="utf-8", errors="strict") as handle:
-        number = 0
-        while True:
+    # Bytes, decoded line by line: a text-mode reader decodes ahead in blocks, so an invalid
+    # byte on line 6 surfaced while reading line 1, and ended the file instead of that line.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                line = handle.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DatasetError(f"{path}:{number + 1}: not UTF-8 text ({exc.reason})") from None
-            if not line:
-                return
-            number += 1
+                yield number, None, Problem(str(path), number, "", f"not UTF-8 text (byte {exc.start + 1} of the line: {exc.reason})")
+                continue
             if not line.strip():
                 continue  # a blank line holds no sample
             try:
                 yield number, json.loads(line.rstrip("\r\n")), None
             except json.JSONDecodeError as exc:
                 yield number, None, Problem(str(path), number, "", f"invalid JSON at column {exc.colno}: {exc.msg}")
+            except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+                yield number, None, Problem(str(path), number, "", f"invalid JSON: {reason}")
 
 
 def resolve_media_path(value: str, base: Path) -> Path:

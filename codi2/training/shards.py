@@ -217,8 +217,9 @@ def to_sample(shard: Shard, index: int, key: str, raw: bytes | None, members: di
         return BadSample(where, "no .json member (the conversation)")
     try:
         record = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return BadSample(where, f"invalid JSON ({exc})")
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit number, too deep
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).splitlines()[0]
+        return BadSample(where, f"invalid JSON ({reason})")
     fills: list[tuple[int, int, bytes]] = []
     if isinstance(record, dict) and isinstance(record.get("messages"), list):
         record = {**record, "messages": [dict(m) if isinstance(m, dict) else m for m in record["messages"]]}

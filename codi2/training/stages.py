@@ -16,22 +16,15 @@ from codi2.training.config import TrainableConfig, TrainConfig
 
 
 def build_model(config: TrainConfig, registry: Any) -> tuple[CoDi2Model, set[str]]:
-    """The model ``config.model`` names, and which component groups came with trained weights
-    (``"llm"``, ``"decoder.image"`` ...) when continuing from a saved codi2 directory."""
-    spec = config.model
-    if isinstance(spec, Mapping):
-        return CoDi2Model.from_config(dict(spec), registry), set()
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"model: {path} is a folder but not a saved codi2 model (no config.json)")
-        model = CoDi2Model.from_pretrained(path, registry)
-        return model, _trained_groups(path / "model.safetensors")
-    if path.is_file():
-        return CoDi2Model.from_config(path, registry), set()
-    from codi2.api import preset_config
+    """The model ``config.model`` names (through the one assembly path, :func:`codi2.assembly.assemble`),
+    and which component groups came with trained weights (``"llm"``, ``"decoder.image"`` ...)
+    when continuing from a saved codi2 directory."""
+    from codi2.assembly import assemble, resolve_model
 
-    return CoDi2Model.from_config(preset_config(spec), registry), set()
+    spec = config.model
+    source = resolve_model(dict(spec) if isinstance(spec, Mapping) else spec, registry)
+    model = assemble(source, registry=registry)
+    return model, _trained_groups(source.path / "model.safetensors") if source.path is not None else set()
 
 
 def _trained_groups(weights: Path) -> set[str]:

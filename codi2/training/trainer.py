@@ -4,7 +4,7 @@
 
     from codi2.training import train
     result = train("configs/train.yaml")            # or a TrainConfig / dict
-    model = CoDi2Model.from_pretrained(result.final_dir)
+    model = codi2.load(result.final_dir)
 
 One process runs on the CPU or one GPU; ``accelerate launch -m codi2 train --config ...`` runs
 the same code under DDP (or FSDP / DeepSpeed, as the accelerate config says). Accelerate does all
@@ -442,7 +442,7 @@ class _Run:
 
     def _load_state(self, directory: Path) -> None:
         acc = self.acc
-        state = ckpt.read_json(directory / ckpt.STATE_FILE)
+        state = ckpt.check_trainer_state(ckpt.read_json(directory / ckpt.STATE_FILE), directory / ckpt.STATE_FILE)
         if state.get("format") != ckpt.FORMAT:
             raise CheckpointError(f"{directory}: checkpoint format {state.get('format')!r}, this codi2 reads {ckpt.FORMAT}")
         if state["trainable"] != self.param_names:
@@ -452,13 +452,14 @@ class _Run:
         if (sharded or state["world_size"] > 1) and state["world_size"] != acc.num_processes:
             raise CheckpointError(f"{directory}: written by {state['world_size']} process(es); resume it with the same number (now {acc.num_processes})")
         rank = acc.process_index
-        self.optimizer.load_state_dict(ckpt.load_tree(directory, f"optimizer-rank{rank}" if sharded else "optimizer"))
-        self.scheduler.load_state_dict(ckpt.load_tree(directory, "scheduler"))
+        optimizer_name = f"optimizer-rank{rank}" if sharded else "optimizer"
+        _restore(directory, optimizer_name, self.optimizer.load_state_dict)
+        _restore(directory, "scheduler", self.scheduler.load_state_dict)
         self._follow_schedule()
         if acc.scaler is not None and (directory / "scaler.json").is_file():
-            acc.scaler.load_state_dict(ckpt.load_tree(directory, "scaler"))
+            _restore(directory, "scaler", acc.scaler.load_state_dict)
         rng_name = f"rng-rank{rank}" if (directory / f"rng-rank{rank}.json").is_file() else "rng-rank0"
-        ckpt.restore_rng(ckpt.load_tree(directory, rng_name))
+        ckpt.restore_rng(ckpt.load_tree(directory, rng_name), f"{directory / rng_name}.json")
         self.step, self.epoch, self.batch_in_epoch, self.micro_step = (state[k] for k in ("step", "epoch", "batch_in_epoch", "micro_step"))
         self.loader.set_epoch(self.epoch)  # a stream's epoch length depends on the epoch
         if self.batch_in_epoch >= len(self.loader):
@@ -510,6 +511,17 @@ class _MetricsLog:
         if self.enabled:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(self._json.dumps(record) + "\n")
+
+
+def _restore(directory: Path, name: str, load_state_dict: Any) -> None:
+    """``load_state_dict`` of the state tree ``name``; a malformed one is a CheckpointError naming
+    the file (torch raises KeyError/ValueError/TypeError deep inside otherwise)."""
+    tree = ckpt.load_tree(directory, name)
+    try:
+        load_state_dict(tree)
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{directory / name}.json: malformed state ({type(exc).__name__}: {reason})") from None
 
 
 __all__ = ["Collator", "EpochSampler", "LRFactor", "TrainResult", "apply_stage", "build_model", "train"]

@@ -7,7 +7,9 @@ error from :mod:`codi2.errors` that names the item:
 
 - :class:`MediaNotFoundError`: the path does not exist;
 - :class:`MediaDecodeError`: unreadable, truncated, unsupported, wrong shape/dtype, NaN audio;
-- :class:`MediaLimitError`: empty, too large (bytes/pixels/frames), too short or too long;
+- :class:`MediaLimitError`: empty, too large (bytes/pixels/frames/sample rate), too short or
+  too long; :class:`MediaTimeoutError` (one of them): decoding ran out of time or was
+  cancelled (see :func:`decode_deadline`);
 - :class:`UnknownModalityError`: a modality other than image, audio, video, text.
 
 :func:`save_media` writes an item (the suffix picks the format), :func:`media_to_bytes` encodes
@@ -36,6 +38,7 @@ from codi2.core.media._common import (
     _unwrap,
     sniff_format,
 )
+from codi2.core.media._deadline import decode_deadline
 from codi2.core.media._image import load_image
 from codi2.core.media._video import load_video
 from codi2.core.media._write import media_to_bytes, save_media
@@ -45,6 +48,7 @@ from codi2.errors import MediaDecodeError, UnknownModalityError
 __all__ = [
     "DEFAULT_VIDEO_FPS",
     "MediaLimits",
+    "decode_deadline",
     "load_audio",
     "load_image",
     "load_media",

@@ -56,9 +56,7 @@ def load_audio(
             raise MediaDecodeError(
                 "an audio array needs a sample rate: pass (array, rate)", item=item
             )
-    rate = int(rate)
-    if rate <= 0:
-        raise MediaDecodeError(f"bad sample rate {rate}", item=item)
+    rate = _check_rate(rate, item, limits)
     if samples.size == 0:
         raise MediaLimitError("empty audio (0 samples)", item=item)
     seconds = samples.shape[0] / rate
@@ -70,7 +68,10 @@ def load_audio(
         raise MediaLimitError(
             f"audio is {seconds:.1f} s, longer than {limits.max_audio_seconds} s", item=item
         )
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.ndim == 2 else samples
+    if samples.ndim == 2:  # a view for one channel: no copy of a long file
+        mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
+    else:
+        mono = samples
     if sample_rate and rate != sample_rate:
         meta["source_sample_rate"] = rate
         # resampling can overshoot full scale slightly (ringing); clip that back
@@ -78,6 +79,43 @@ def load_audio(
         rate = sample_rate
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     return Media("audio", mono, sample_rate=rate, name=name or _filename(source), meta=meta)
+
+
+def _check_rate(rate: Any, item: str, limits: MediaLimits) -> int:
+    """The sample rate as an int within the limits (a huge rate makes resampling expensive)."""
+    try:
+        rate = int(rate)
+    except (TypeError, ValueError, OverflowError):
+        raise MediaDecodeError(f"bad sample rate {rate!r}", item=item) from None
+    if rate <= 0:
+        raise MediaDecodeError(f"bad sample rate {rate}", item=item)
+    if not limits.min_audio_sample_rate <= rate <= limits.max_audio_sample_rate:
+        raise MediaLimitError(
+            f"sample rate {rate} Hz is outside {limits.min_audio_sample_rate}.."
+            f"{limits.max_audio_sample_rate} Hz",
+            item=item,
+        )
+    return rate
+
+
+def _check_audio_header(
+    rate: int, channels: int, frames: int, item: str, limits: MediaLimits
+) -> None:
+    """Refuse what would be expensive to decode, from the header alone."""
+    _check_rate(rate, item, limits)
+    if not 1 <= channels <= limits.max_audio_channels:
+        raise MediaLimitError(
+            f"{channels} channels, outside 1..{limits.max_audio_channels}", item=item
+        )
+    if frames > limits.max_audio_seconds * rate:
+        raise MediaLimitError(
+            f"audio is {frames / rate:.1f} s, longer than {limits.max_audio_seconds} s", item=item
+        )
+    if frames * channels > limits.max_audio_samples:
+        raise MediaLimitError(
+            f"{frames} x {channels} samples, over the {limits.max_audio_samples}-sample limit",
+            item=item,
+        )
 
 
 def _decode_audio(data: bytes, item: str, limits: MediaLimits) -> tuple[np.ndarray, int, str]:
@@ -90,11 +128,7 @@ def _decode_audio(data: bytes, item: str, limits: MediaLimits) -> tuple[np.ndarr
     try:
         with sf.SoundFile(io.BytesIO(data)) as fh:
             rate, fmt, log = fh.samplerate, fh.format.lower(), fh.extra_info
-            if fh.frames > limits.max_audio_seconds * rate:  # before decoding all of it
-                raise MediaLimitError(
-                    f"audio is {fh.frames / rate:.1f} s, longer than {limits.max_audio_seconds} s",
-                    item=item,
-                )
+            _check_audio_header(rate, fh.channels, fh.frames, item, limits)  # before decoding
             samples = fh.read(dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:
         reason = getattr(e, "error_string", None) or str(e).split(": ", 1)[-1]
@@ -162,7 +196,7 @@ def _full_scale(samples: np.ndarray, item: str, meta: dict) -> np.ndarray:
     """Reject NaN/inf; scale float audio louder than full scale down to a peak of 1."""
     if not np.isfinite(samples).all():
         raise MediaDecodeError("audio contains NaN or infinite samples", item=item)
-    peak = float(np.abs(samples).max(initial=0.0))
+    peak = max(float(samples.max(initial=0.0)), -float(samples.min(initial=0.0)))  # no temp copy
     if peak > 1.0:
         meta["peak_normalized_from"] = peak
         samples = samples / peak

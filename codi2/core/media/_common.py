@@ -24,6 +24,12 @@ class MediaLimits:
     ``max_bytes`` applies to encoded input (files, bytes, data URIs); arrays are bounded by
     the pixel, duration and frame limits. ``max_video_frames`` bounds the frames returned
     (after subsampling), which is what decoded memory scales with.
+
+    Audio is checked from the file's header before decoding: sample rate, channels, duration
+    and ``max_audio_samples`` (decoded samples, all channels together: 4 bytes each). Video and
+    GIF decoding is bounded by frames, pixels, decoded pixels (``max_video_decoded_pixels``,
+    summed over every frame ffmpeg or Pillow decodes, kept or not) and wall time
+    (``max_decode_seconds``; ffmpeg is killed when it runs out).
     """
 
     max_bytes: int = 50 * 2**20
@@ -31,9 +37,15 @@ class MediaLimits:
     min_image_side: int = 1
     min_audio_seconds: float = 0.05
     max_audio_seconds: float = 600.0
+    min_audio_sample_rate: int = 1000
+    max_audio_sample_rate: int = 384_000
+    max_audio_channels: int = 8
+    max_audio_samples: int = 64_000_000
     max_video_frames: int = 1024
     max_video_pixels: int = 1920 * 1088
     max_video_seconds: float = 600.0
+    max_video_decoded_pixels: int = 4_000_000_000
+    max_decode_seconds: float = 120.0
 
 
 _DEFAULT_LIMITS = MediaLimits()

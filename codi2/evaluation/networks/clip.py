@@ -13,13 +13,14 @@ Two back ends behind one :class:`ClipEmbedder`:
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
 import torch
 
 from codi2.core.types import Media
-from codi2.errors import ComponentLoadError
+from codi2.errors import ComponentLoadError, pickle_refused, pickled_weights
 from codi2.evaluation.networks import cached, hub_error_hint, resolve_device
 from codi2.evaluation.networks.vit import embed_cached, media_to_pil
 
@@ -61,6 +62,8 @@ def _transformers_embedder(source: str, device: str, allow_download: bool, batch
         model = CLIPModel.from_pretrained(source, local_files_only=local).eval().to(device)
         processor = CLIPImageProcessor.from_pretrained(source, local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+    except pickle.UnpicklingError:
+        raise ComponentLoadError(f"CLIP network: {pickle_refused(pickled_weights(source))}") from None
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ComponentLoadError(

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from codi2.core.types import Media
-from codi2.errors import ComponentLoadError, MediaError
+from codi2.errors import ComponentLoadError, MediaError, pickle_refused
 from codi2.evaluation.networks import cached, resolve_device
 from codi2.evaluation.networks.frontend import LogMel, Spectrogram
 
@@ -142,12 +142,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             try:
                 with torch.serialization.safe_globals(_numpy_safe_globals()):
                     state = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise ComponentLoadError(
-                    f"CNN14 checkpoint {str(path)!r} holds objects other than tensors and numpy "
-                    f"arrays and is not read (weights_only=True): {first}"
-                ) from None
+            except pickle.UnpicklingError:
+                raise ComponentLoadError(f"CNN14 checkpoint: {pickle_refused(str(path))}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

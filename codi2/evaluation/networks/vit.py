@@ -7,13 +7,14 @@ the final layer norm is DINO's own image embedding) and the checkpoint's own
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
 import torch
 
 from codi2.core.types import Media
-from codi2.errors import ComponentLoadError
+from codi2.errors import ComponentLoadError, pickle_refused, pickled_weights
 from codi2.evaluation.networks import cached, hub_error_hint, resolve_device
 
 DEFAULT_DINO = "facebook/dino-vits16"
@@ -84,6 +85,8 @@ def load_dino(source: str = DEFAULT_DINO, *, device: str | None = None, allow_do
             model = ViTModel.from_pretrained(source, add_pooling_layer=False,
                                              local_files_only=not allow_download)
             processor = ViTImageProcessor.from_pretrained(source, local_files_only=not allow_download)
+        except pickle.UnpicklingError:
+            raise ComponentLoadError(f"DINO network: {pickle_refused(pickled_weights(source))}") from None
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ComponentLoadError(

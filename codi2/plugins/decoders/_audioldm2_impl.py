@@ -18,12 +18,11 @@ from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import ComponentLoadError, ConfigError, MediaError
-from codi2.plugins.decoders._diffusers_common import (
-    DiffusersDecoderBase,
+from codi2.plugins.base import (
+    DiffusersDecoder,
     check_cond,
     check_media,
     check_no_reference,
-    load_pipeline,
     noise_and_timesteps,
     prediction_target,
     resolve_device,
@@ -124,7 +123,7 @@ def _pooled(output: Any) -> torch.Tensor:
 # --- the component -------------------------------------------------------------------------
 
 
-class AudioLDM2Decoder(DiffusersDecoderBase):
+class AudioLDM2Decoder(DiffusersDecoder):
     """AudioLDM2 as a codi2 :class:`~codi2.core.interfaces.Decoder`.
 
     ``condition`` is the GPT-2 stream: ``max_new_tokens`` (8) vectors of the language model's
@@ -194,7 +193,7 @@ class AudioLDM2Decoder(DiffusersDecoderBase):
     def from_options(cls, options: AudioLDM2Options) -> AudioLDM2Decoder:
         from diffusers import AudioLDM2Pipeline
 
-        return cls(load_pipeline(AudioLDM2Pipeline, NAME, options), options)
+        return cls(cls.load_pipeline(AudioLDM2Pipeline, NAME, options), options)
 
     # --- conditioning pieces ---------------------------------------------------------------
 

@@ -19,12 +19,11 @@ from torch.nn import functional as F
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import ComponentLoadError, MediaError
 from codi2.plugins.decoders._audioldm2_impl import MelSettings, log_mel, normalize_wave
-from codi2.plugins.decoders._diffusers_common import (
-    DiffusersDecoderBase,
+from codi2.plugins.base import (
+    DiffusersDecoder,
     check_cond,
     check_media,
     check_no_reference,
-    load_pipeline,
     noise_and_timesteps,
     prediction_target,
     resolve_device,
@@ -46,7 +45,7 @@ def _modality_of(pipeline: Any) -> str:
     return "video" if "Video" in name else "image"
 
 
-class PromptEmbedsDecoder(DiffusersDecoderBase):
+class PromptEmbedsDecoder(DiffusersDecoder):
     """A stock diffusers pipeline driven through ``prompt_embeds`` (see the plugin module).
 
     ``unet`` is the pipeline's denoiser, a UNet or a transformer (the name the shared
@@ -109,7 +108,7 @@ class PromptEmbedsDecoder(DiffusersDecoderBase):
             pipeline_cls = getattr(diffusers, options.pipeline, None)
             if not (isinstance(pipeline_cls, type) and issubclass(pipeline_cls, diffusers.DiffusionPipeline)):
                 raise ComponentLoadError(f"decoder {NAME!r}: options pipeline {options.pipeline!r} is no diffusers pipeline class")
-        return cls(load_pipeline(pipeline_cls, NAME, options), options)
+        return cls(cls.load_pipeline(pipeline_cls, NAME, options), options)
 
     def _size(self, options: DiffusersPipelineOptions) -> None:
         pipe = self.pipeline

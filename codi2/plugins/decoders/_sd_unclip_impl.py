@@ -9,7 +9,7 @@ no way to feed extra latent channels into the UNet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,8 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
-from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError
-from codi2.plugins.decoders._diffusers_common import (
+from codi2.errors import ComponentLoadError, ConfigError, MediaError
+from codi2.plugins.base import (
+    DiffusersDecoder,
     noise_and_timesteps,
     prediction_target,
     step_callback,
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from codi2.plugins.decoders.sd_unclip import SDUnCLIPOptions
 
 NAME = "sd-unclip"
-POLICIES = ("frozen", "adapters", "full")
 
 
 def condition_dim(unet_config: Any) -> int:
@@ -76,7 +76,7 @@ def _image_array(item: Media, role: str) -> np.ndarray:
     return data
 
 
-class SDUnCLIPDecoder(nn.Module):
+class SDUnCLIPDecoder(DiffusersDecoder):
     """SD-2.1-unCLIP as a codi2 :class:`~codi2.core.interfaces.Decoder`.
 
     ``condition`` is one vector of the pipeline's CLIP image-embedding width (1024 for
@@ -87,6 +87,8 @@ class SDUnCLIPDecoder(nn.Module):
 
     name = NAME
     modality = "image"
+    frozen_parts = ("vae", "text_encoder", "image_encoder", "image_normalizer")
+    state_hint = " (was the checkpoint trained with fidelity=true?)"
 
     def __init__(self, pipeline: Any, options: SDUnCLIPOptions):
         super().__init__()
@@ -155,11 +157,6 @@ class SDUnCLIPDecoder(nn.Module):
         return cls(pipeline.to(device), options)
 
     # --- helpers ------------------------------------------------------------------------------
-
-    @property
-    def device(self) -> torch.device:
-        # not self.unet.device: diffusers walks every submodule on each access (~4 ms at real size)
-        return next(self.unet.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -362,46 +359,15 @@ class SDUnCLIPDecoder(nn.Module):
 
     # --- trainable state ----------------------------------------------------------------------
 
-    def enable_gradient_checkpointing(self) -> None:
-        """Recompute the UNet's activations in the backward pass (training memory)."""
-        self.unet.enable_gradient_checkpointing()
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """``adapters`` trains the widened fidelity ``conv_in`` (there is none without fidelity)."""
+        if not self.supports_reference:
+            return {}
+        return {f"unet.conv_in.{k}": p for k, p in self.unet.conv_in.named_parameters()}
 
     def set_trainable(self, policy: str) -> None:
         """``frozen``: nothing trains (gradients still reach ``cond``); ``adapters``: the
         widened fidelity ``conv_in``; ``full``: the whole UNet. VAE and encoders stay frozen."""
-        if policy not in POLICIES:
-            raise ConfigError(f"decoder {NAME!r}: unknown trainable policy {policy!r}; known: {', '.join(POLICIES)}")
         if policy == "adapters" and not self.supports_reference:
             raise ConfigError(f"decoder {NAME!r}: policy 'adapters' trains the fidelity conv_in; set fidelity=true or use 'frozen'/'full'")
-        self.requires_grad_(False)
-        if policy == "adapters":
-            self.unet.conv_in.requires_grad_(True)
-        elif policy == "full":
-            self.unet.requires_grad_(True)
-        self.policy = policy
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """``{}`` when frozen; ``unet.conv_in.*`` under ``adapters``; every ``unet.*`` tensor
-        under ``full``. The tensors are detached views of the live weights (not copies)."""
-        if self.policy == "frozen":
-            return {}
-        module = self.unet.conv_in if self.policy == "adapters" else self.unet
-        prefix = "unet.conv_in." if self.policy == "adapters" else "unet."
-        return {prefix + k: v.detach() for k, v in module.state_dict().items()}
-
-    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy ``state`` (``unet.*`` tensors) into the decoder; CheckpointError names any tensor
-        that is unknown, not trainable here, or of the wrong shape — before anything is copied."""
-        own = self.state_dict()
-        for key, value in state.items():
-            if not key.startswith("unet.") or key not in own:
-                raise CheckpointError(f"decoder {NAME!r}: checkpoint tensor {key!r} is not a UNet weight of this decoder")
-            if tuple(own[key].shape) != tuple(value.shape):
-                hint = " (was the checkpoint trained with fidelity=true?)" if key.startswith("unet.conv_in.") else ""
-                raise CheckpointError(
-                    f"decoder {NAME!r}: checkpoint tensor {key!r} has shape {tuple(value.shape)}, "
-                    f"this decoder has {tuple(own[key].shape)}{hint}"
-                )
-        with torch.no_grad():
-            for key, value in state.items():
-                own[key].copy_(value)
+        super().set_trainable(policy)

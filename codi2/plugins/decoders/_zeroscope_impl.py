@@ -16,12 +16,11 @@ from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import MediaError
-from codi2.plugins.decoders._diffusers_common import (
-    DiffusersDecoderBase,
+from codi2.plugins.base import (
+    DiffusersDecoder,
     check_cond,
     check_media,
     check_no_reference,
-    load_pipeline,
     noise_and_timesteps,
     prediction_target,
     resolve_device,
@@ -55,7 +54,7 @@ def video_tensor(item: Media, num_frames: int, height: int, width: int) -> torch
     return frames.clamp(-1.0, 1.0)
 
 
-class ZeroscopeDecoder(DiffusersDecoderBase):
+class ZeroscopeDecoder(DiffusersDecoder):
     """zeroscope (``TextToVideoSDPipeline``) as a codi2 :class:`~codi2.core.interfaces.Decoder`.
 
     ``condition`` is the CLIP text encoder's hidden-state sequence: ``model_max_length`` (77)
@@ -91,7 +90,7 @@ class ZeroscopeDecoder(DiffusersDecoderBase):
     def from_options(cls, options: ZeroscopeOptions) -> ZeroscopeDecoder:
         from diffusers import TextToVideoSDPipeline
 
-        return cls(load_pipeline(TextToVideoSDPipeline, NAME, options), options)
+        return cls(cls.load_pipeline(TextToVideoSDPipeline, NAME, options), options)
 
     def _encode(self, captions: list[str]) -> torch.Tensor:
         embeds, _ = self.pipeline.encode_prompt(captions, self.device, 1, False)

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from codi2.core.types import Media
 from codi2.errors import ComponentLoadError, MediaError
-from codi2.plugins.encoders._frozen import FrozenEncoder
+from codi2.plugins.base import FrozenEncoder
 from codi2.plugins.encoders.hf_clip import NAME, HFClipOptions
 
 #: the feature method of each modality's tower

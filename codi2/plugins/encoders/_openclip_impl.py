@@ -8,6 +8,7 @@ import difflib
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 
 from codi2.core.types import Media
-from codi2.errors import ComponentLoadError, MediaError
-from codi2.plugins.encoders._frozen import FrozenEncoder
+from codi2.errors import ComponentLoadError, MediaError, pickle_refused
+from codi2.plugins.base import FrozenEncoder
 from codi2.plugins.encoders.openclip import NAME, OpenCLIPOptions
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -156,6 +157,8 @@ def build_model(options: OpenCLIPOptions, device: torch.device) -> tuple[torch.n
                 embed_dim = open_clip.get_model_config(options.model)["embed_dim"]
     except ComponentLoadError:
         raise
+    except pickle.UnpicklingError:
+        raise ComponentLoadError(f"encoder {NAME!r}: {pickle_refused(str(source))}") from None
     except Exception as exc:  # open_clip raises RuntimeError/ValueError/KeyError/... on bad configs or files
         raise ComponentLoadError(
             f"encoder {NAME!r}: cannot build {options.model!r} from {source}: {_describe(exc)}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import pickle
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,7 +16,13 @@ import torch
 from torch import nn
 
 from codi2.core.interfaces import LLMOutput, check_state_dict
-from codi2.errors import ComponentLoadError, ConfigError, TemplateError
+from codi2.errors import (
+    ComponentLoadError,
+    ConfigError,
+    TemplateError,
+    pickle_refused,
+    pickled_weights,
+)
 from codi2.plugins.llms.hf_causal_lm import FALLBACK_CHAT_TEMPLATE, NAME, HFCausalLMOptions
 
 POLICIES = ("frozen", "lora", "full")
@@ -35,8 +42,9 @@ class HFCausalLM(nn.Module):
 
     name = NAME
 
-    def __init__(self, model: nn.Module, tokenizer: Any, options: HFCausalLMOptions):
+    def __init__(self, model: nn.Module, tokenizer: Any, options: HFCausalLMOptions | None = None):
         super().__init__()
+        options = options or HFCausalLMOptions()  # chat template, system prompt, LoRA settings
         self.model = model
         self.tokenizer = tokenizer
         self.options = options
@@ -410,6 +418,8 @@ def _load_pretrained(options: HFCausalLMOptions, local_only: bool) -> nn.Module:
         return AutoModelForCausalLM.from_pretrained(
             options.model, revision=options.revision, local_files_only=local_only, **kwargs
         )
+    except pickle.UnpicklingError:
+        raise ComponentLoadError(f"llm {NAME!r}: {pickle_refused(pickled_weights(options.model))}") from None
     except _load_errors() as exc:
         raise _load_failure("", options.model, exc, local_only) from None
 

@@ -15,7 +15,8 @@ Registered like any plugin (no torch at import):
 - ``toy-audio-decoder``: the same diffusion in a 128-bin log-mel space (16 frames of 64 ms; the
   UNet runs along time with the mel bands as channels), inverted to a 16 kHz waveform by a
   non-negative least-squares mel inversion and Griffin-Lim.
-- the preset ``toy``: the trained model directory shipped under ``codi2/assets/toy``.
+- the trained model shipped under ``codi2/assets/toy`` (:func:`asset_dir`), registered as the
+  preset ``toy`` by :mod:`codi2.toy.plugin`.
 
 Each weight option defaults to the packaged file, so ``{"plugin": "toy-encoder"}`` is the
 shipped encoder; ``random_init`` builds an untrained one (tests, the training recipe).
@@ -36,7 +37,6 @@ from codi2.registry.hookspecs import hookimpl
 if TYPE_CHECKING:
     from codi2.registry.components import RegisterCallback
 
-PRESET = "toy"
 ENCODER_FILE = "encoder.safetensors"
 IMAGE_DECODER_FILE = "image_decoder.safetensors"
 AUDIO_DECODER_FILE = "audio_decoder.safetensors"
@@ -135,18 +135,6 @@ def load_llm(options: ToyLLMOptions) -> Any:
     return load_hf(HFCausalLMOptions.model_validate(values))
 
 
-def preset_directory(options: Any = None) -> Path:
-    """The ``toy`` preset: the shipped codi2 model directory (``CoDi2Model.from_pretrained``)."""
-    from codi2.errors import ComponentLoadError
-
-    directory = asset_dir()
-    if not (directory / "config.json").is_file():
-        raise ComponentLoadError(
-            f"preset {PRESET!r}: {directory} holds no trained model; run `codi2 train --preset toy --out DIR`"
-        )
-    return directory
-
-
 @hookimpl
 def codi2_register_encoders(register: RegisterCallback) -> None:
     register("toy-encoder", load=load_encoder, options=ToyEncoderOptions,
@@ -165,9 +153,3 @@ def codi2_register_decoders(register: RegisterCallback) -> None:
              description="32x32 pixel-space UNet diffusion (x0 prediction, DDIM) on toy-encoder embeddings")
     register("toy-audio-decoder", load=load_audio_decoder, options=ToyDecoderOptions,
              description="log-mel UNet diffusion + Griffin-Lim inversion, 16 kHz, on toy-encoder embeddings")
-
-
-@hookimpl
-def codi2_register_presets(register: RegisterCallback) -> None:
-    register(PRESET, load=preset_directory,
-             description="the small CoDi-2 trained on the shapes & tones world (ships with codi2)")

@@ -32,6 +32,7 @@ from torch import nn
 from codi2.core.interfaces import check_state_dict
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, MediaError
+from codi2.plugins.base import DecoderBase
 
 SAMPLE_RATE = 16000
 AUDIO_SAMPLES = 16000
@@ -45,10 +46,13 @@ LOG_CENTER, LOG_SCALE = -2.0, 7.5
 NNLS_ITERS = 200
 
 
-class ToyDiffusionDecoder(nn.Module):
-    """The shared diffusion machinery; subclasses define the signal <-> media transforms."""
+class ToyDiffusionDecoder(DecoderBase):
+    """The shared diffusion machinery; subclasses define the signal <-> media transforms.
+    ``DecoderBase`` gives the trainable policy: ``full`` fine-tunes the UNet and conditioning
+    MLP (the packaged weights file is the backbone), the toy encoder never trains."""
 
     supports_reference = False
+    frozen_parts = ("encoder",)
     modality = "image"
     name = "toy-decoder"
     in_channels = 3
@@ -200,23 +204,6 @@ class ToyDiffusionDecoder(nn.Module):
         branch was trained), ``reference`` neither (no fidelity path)."""
         signals = self.sample(cond, steps=steps, generator=generator, on_step=on_step)
         return [self.to_media(s.cpu(), generator) for s in signals]
-
-    def set_trainable(self, policy: str) -> None:
-        if policy not in ("frozen", "adapters", "full"):
-            raise ConfigError(f"decoder {self.name!r}: unknown trainable policy {policy!r}; known: frozen, adapters, full")
-        self.policy = policy
-        self.requires_grad_(False)
-        if policy == "full":
-            self.unet.requires_grad_(True)
-            self.cond_mlp.requires_grad_(True)
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """``{}`` unless fine-tuned (``full``): the packaged weights file is the backbone."""
-        return {k: v.detach().clone() for k, v in self.network_state().items()} if self.policy == "full" else {}
-
-    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        if state:
-            self._load_network(state)
 
 
 class ToyImageDecoder(ToyDiffusionDecoder):

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from codi2.core.types import Media
-from codi2.errors import ComponentLoadError, MediaError, MediaLimitError
-from codi2.plugins.encoders._frozen import FrozenEncoder
+from codi2.errors import ComponentLoadError, MediaError, MediaLimitError, pickle_refused
+from codi2.plugins.base import FrozenEncoder
 from codi2.plugins.encoders.imagebind import CHECKPOINT_FILE, NAME, ImageBindOptions, ImageBindSize
 from codi2.plugins.encoders.imagebind import preprocess as pre
 from codi2.plugins.encoders.imagebind.model import TOWERS, ImageBindModel
@@ -83,8 +83,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 if "mmap" not in str(exc):
                     raise
                 state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) file
-    except pickle.UnpicklingError as exc:
-        raise ComponentLoadError(f"encoder {NAME!r}: {path} is not a plain state dict of tensors: {exc}") from None
+    except pickle.UnpicklingError:
+        raise ComponentLoadError(f"encoder {NAME!r}: {pickle_refused(str(path))}") from None
     except Exception as exc:  # corrupt or truncated files surface as many exception types
         raise ComponentLoadError(f"encoder {NAME!r}: cannot read {path}: {type(exc).__name__}: {exc}") from exc
     for wrapper in ("state_dict", "model"):

@@ -1,9 +1,9 @@
 """The example plugin's components. Imported only from ``load_*``: this is where torch comes in.
 
-- :class:`ExampleEncoder` implements ``codi2.core.interfaces.Encoder`` for images and audio:
+- :class:`ExampleEncoder` (a ``codi2.plugins.base.FrozenEncoder``) encodes images and audio:
   simple signal statistics (mean colour, contrast, a 4x4 layout; band energies of the
   spectrum) through a fixed, seeded random projection, L2-normalised. Frozen, deterministic.
-- :class:`ExampleDecoder` implements ``codi2.core.interfaces.Decoder`` for images: a small
+- :class:`ExampleDecoder` (a ``codi2.plugins.base.DecoderBase``) renders images: a small
   convolutional denoiser, conditioned through FiLM, trained as a diffusion model that
   predicts the clean image; ``generate`` samples with deterministic DDIM steps.
 
@@ -13,17 +13,18 @@ Both are ``torch.nn.Module`` so that codi2 can move, freeze and save them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from codi2.core.interfaces import check_state_dict
 from codi2.core.types import ConditionSpec, Media
-from codi2.errors import CheckpointError, ComponentLoadError, ConfigError, UnknownModalityError
+from codi2.errors import ComponentLoadError, UnknownModalityError
+from codi2.plugins.base import DecoderBase, FrozenEncoder
 from codi2_example_plugin import DecoderOptions, EncoderOptions
 
 SAMPLE_RATE = 16000
@@ -50,8 +51,9 @@ def _image_tensor(item: Media) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(item.data)).permute(2, 0, 1).float() / 255.0
 
 
-class ExampleEncoder(nn.Module):
-    """A frozen image + audio encoder built from signal statistics (no pretrained weights)."""
+class ExampleEncoder(FrozenEncoder):
+    """A frozen image + audio encoder built from signal statistics (no pretrained weights).
+    ``FrozenEncoder`` supplies media loading, modality checks and the frozen contract."""
 
     name = "example-encoder"
     modalities = ("image", "audio")
@@ -60,38 +62,22 @@ class ExampleEncoder(nn.Module):
     def __init__(self, options: EncoderOptions | None = None):
         super().__init__()
         self.options = options or EncoderOptions()
-        self.image_proj = _seeded_linear(_IMAGE_FEATURES, self.options.embed_dim, self.options.seed)
-        self.audio_proj = _seeded_linear(_AUDIO_FEATURES, self.options.embed_dim, self.options.seed + 1)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.options.embed_dim
+        self.embed_dim = self.options.embed_dim
+        self.image_proj = _seeded_linear(_IMAGE_FEATURES, self.embed_dim, self.options.seed)
+        self.audio_proj = _seeded_linear(_AUDIO_FEATURES, self.embed_dim, self.options.seed + 1)
 
     @property
     def identity(self) -> str:
         # bump "v1" whenever the features change, so cached encodings are recomputed
-        return f"example-encoder/v1(embed_dim={self.options.embed_dim},seed={self.options.seed})"
-
-    def _check(self, modality: str) -> None:
-        if modality not in self.modalities:
-            raise UnknownModalityError(
-                f"encoder {self.name!r} does not encode {modality!r}; it encodes {', '.join(self.modalities)}"
-            )
+        return f"example-encoder/v1(embed_dim={self.embed_dim},seed={self.options.seed})"
 
     def tokens_per_item(self, modality: str) -> int:
-        self._check(modality)
+        self.check_modality(modality)
         return 1
-
-    def load_media(self, source: Any, modality: str, *, name: str | None = None) -> Media:
-        """Read and validate with codi2's own loader (clear errors, audio resampled to 16 kHz)."""
-        from codi2.core.media import load_media
-
-        self._check(modality)
-        return load_media(source, modality, name=name, sample_rate=self.sample_rate)
 
     @torch.no_grad()
     def encode(self, items: Sequence[Media], modality: str) -> torch.Tensor:
-        self._check(modality)
+        items = self.check_items(items, modality)
         if modality == "image":
             proj, features = self.image_proj, [self._image_features(m) for m in items]
         else:
@@ -120,30 +106,21 @@ class ExampleEncoder(nn.Module):
         crossings = (x[1:] * x[:-1] < 0).float().mean() if len(x) > 1 else torch.tensor(0.0)
         return torch.cat([torch.stack([loudness, crossings]), torch.log10(bands + 1e-10) / 10])
 
-    def set_trainable(self, policy: str) -> None:
-        if policy != "frozen":
-            raise ConfigError(f"encoder {self.name!r} is always frozen (got policy {policy!r})")
-        self.requires_grad_(False)
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        return {}  # nothing trains: the projections are fixed by the seed
-
-    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        if state:
-            raise CheckpointError(f"encoder {self.name!r} has no trained state, got {sorted(state)[:3]}")
-
 
 def _alpha_bar(t: torch.Tensor) -> torch.Tensor:
     """Cosine noise schedule on continuous time ``t`` in [0, 1] (0 = clean, 1 = pure noise)."""
     return torch.cos(t * math.pi / 2).pow(2).clamp(1e-4, 1 - 1e-4)
 
 
-class ExampleDecoder(nn.Module):
-    """A tiny conditional diffusion model for images (pixel space, ``image_size`` squared)."""
+class ExampleDecoder(DecoderBase):
+    """A tiny conditional diffusion model for images (pixel space, ``image_size`` squared).
+    ``DecoderBase`` supplies the trainable policy (``full`` trains every layer but the frozen
+    ``target_proj``), the trained state and its checks, and the input checks."""
 
     name = "example-decoder"
     modality = "image"
     supports_reference = False
+    frozen_parts = ("target_proj",)
 
     def __init__(self, options: DecoderOptions | None = None):
         super().__init__()
@@ -166,13 +143,6 @@ class ExampleDecoder(nn.Module):
         size = self.options.image_size
         rows = [F.interpolate(_image_tensor(m)[None], size=(size, size), mode="area")[0] for m in media]
         return torch.stack(rows) * 2 - 1  # [B, 3, S, S] in [-1, 1]
-
-    def _check(self, cond: torch.Tensor, reference: Sequence[Media | None] | None) -> None:
-        want = (self.condition.tokens, self.condition.dim)
-        if cond.dim() != 3 or tuple(cond.shape[1:]) != want:
-            raise ConfigError(f"decoder {self.name!r}: cond has shape {tuple(cond.shape)}, expected [B, {want[0]}, {want[1]}]")
-        if reference is not None and any(r is not None for r in reference):
-            raise ConfigError(f"decoder {self.name!r} has no fidelity path: reference media is not supported")
 
     def _denoise(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Predict the clean image from noisy ``x_t`` at times ``t [B]`` (x0-prediction learns
@@ -198,8 +168,9 @@ class ExampleDecoder(nn.Module):
         reference: Sequence[Media | None] | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        self._check(cond, reference)
-        x0 = self._pixels(media).to(cond.device, cond.dtype)
+        self.check_cond(cond, batch=len(media))
+        self.check_reference(reference)
+        x0 = self._pixels(self.check_media(media)).to(cond.device, cond.dtype)
         # draw on the CPU generator, then move: the same seed gives the same loss on any device
         t = torch.rand(len(media), generator=generator).to(cond.device, cond.dtype)
         noise = torch.randn(x0.shape, generator=generator).to(cond.device, cond.dtype)
@@ -217,7 +188,8 @@ class ExampleDecoder(nn.Module):
         guidance: float | None = None,
         generator: torch.Generator | None = None,
     ) -> list[Media]:
-        self._check(cond, reference)
+        self.check_cond(cond)
+        self.check_reference(reference)
         size, steps = self.options.image_size, steps or self.options.steps
         x = torch.randn((len(cond), 3, size, size), generator=generator).to(cond.device, cond.dtype)
         times = torch.linspace(1, 0, steps + 1, device=cond.device)
@@ -237,45 +209,15 @@ class ExampleDecoder(nn.Module):
         free = self._denoise(x, t, torch.zeros_like(cond))
         return free + guidance * (pred - free)
 
-    # --- training state -------------------------------------------------------------------------
-
-    def set_trainable(self, policy: str) -> None:
-        if policy not in ("frozen", "adapters", "full"):
-            raise ConfigError(f"decoder {self.name!r}: unknown trainable policy {policy!r}; use frozen, adapters or full")
-        self.policy = policy
-        # "adapters" trains nothing here: this decoder has no fidelity conv_in to adapt
-        self.requires_grad_(False)
-        if policy == "full":
-            for module in (self.conv_in, self.film, self.conv_mid, self.conv_out):
-                module.requires_grad_(True)
-
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("target_proj.")}
-
-    def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        if self.policy != "full":
-            return {}
-        return {k: v.detach().clone() for k, v in self._weights().items()}
-
-    def load_trained_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-        own = self._weights()
-        for key, value in state.items():
-            if key not in own:
-                raise CheckpointError(f"decoder {self.name!r} ({source}): unexpected tensor {key!r}")
-            if tuple(value.shape) != tuple(own[key].shape):
-                raise CheckpointError(
-                    f"decoder {self.name!r} ({source}): tensor {key!r} has shape {tuple(value.shape)}, "
-                    f"expected {tuple(own[key].shape)}"
-                )
-        self.load_state_dict(dict(state), strict=False)
+    # --- weights files (the ``weights`` option) -----------------------------------------------
 
     def save_weights(self, path: str | Path) -> Path:
         """Write the denoiser's weights as safetensors (what ``options.weights`` reads back)."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self._weights().items()}, str(path))
-        return path
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("target_proj.")}
+        save_file(state, str(path))
+        return Path(path)
 
     def load_weights(self, path: str | Path) -> None:
         from safetensors import SafetensorError
@@ -288,7 +230,6 @@ class ExampleDecoder(nn.Module):
             state = load_file(str(path))
         except SafetensorError as exc:
             raise ComponentLoadError(f"decoder {self.name!r}: {path} is not a safetensors file: {exc}") from None
-        missing = sorted(set(self._weights()) - set(state))
-        if missing:
-            raise CheckpointError(f"decoder {self.name!r} ({path}): missing tensors {missing[:3]}")
-        self.load_trained_state_dict(state, source=str(path))
+        expected = {k: v for k, v in self.state_dict().items() if not k.startswith("target_proj.")}
+        check_state_dict(state, expected, f"decoder {self.name!r} ({path})")  # missing, unknown, misshapen
+        self.load_state_dict(state, strict=False)
