@@ -76,7 +76,10 @@ def load_attachment(
         names = modalities.media
         kinds = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
         raise UnknownModalityError(f"media {label}: not {'an' if kinds[0] in 'aeiou' else 'a'} {kinds} file (it looks like text)")
-    if modality is not None and sniffed is not None and sniffed.name != modality and not _also_reads(modality, source):
+    # a named modality with no magic test of its own (depth, thermal maps stored as PNG) is
+    # judged by its reader alone
+    named_sniffs = modality is not None and modalities.get(modality).sniff is not None
+    if named_sniffs and sniffed is not None and sniffed.name != modality and not _also_reads(modality, source):
         raise MediaDecodeError(f"given as {modality}, but it is {sniffed.name}", item=label)
     spec = modalities.get(modality) if modality else sniffed
     try:

@@ -68,7 +68,7 @@ def test_every_problem_is_named_with_file_line_and_field(folder):
     name = str(data)
     assert text[0] == f"{name}:2: invalid JSON at column 15: Expecting value"
     assert text[1] == f"{name}:3: messages: missing"
-    assert text[2] == f"{name}:4: messages[0].content[1].type: unknown part type 'imgae'; known: text, image, audio, video"
+    assert text[2] == f"{name}:4: messages[0].content[1].type: unknown part type 'imgae'; known: text, image, audio, video, depth, thermal, imu"
     assert text[3].startswith(f"{name}:5: messages[0].content[1].path: media file not found: 'media/missing.png' (looked at ")
     assert text[4] == f"{name}:6: extra_key: unknown key (known: id, messages, meta)"
     assert text[5] == f"{name}:7: messages: no assistant message to learn from (every training sample needs a target turn)"

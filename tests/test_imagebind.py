@@ -209,6 +209,11 @@ def test_huge_encoder_on_meta_through_the_plugin():
     assert pooled.encode([image, image], "image").shape == (2, 1, 1024)
     assert pooled.encode([Media("text", "a dog")], "text").shape == (1, 1, 1024)
     assert pooled.encode([Media("audio", np.zeros(8000, np.float32), sample_rate=16000)], "audio").shape == (1, 1, 1024)
+    six = ib.load(ImageBindOptions(random_init=True, device="meta", modalities=list(ib.MODALITIES)))
+    assert set(six.model.towers) == set(TOWERS) and six.modalities == ib.MODALITIES
+    assert six.encode([Media("depth", np.ones((48, 64), np.float32))], "depth").shape == (1, 1, 1024)
+    assert six.encode([Media("thermal", np.zeros((30, 20), np.float32))], "thermal").shape == (1, 1, 1024)
+    assert six.encode([Media("imu", np.zeros((2500, 6), np.float32))], "imu").shape == (1, 1, 1024)
     seq = ib.load(ImageBindOptions(random_init=True, device="meta", image_tokens="sequence"))
     assert seq.modalities == ("image", "video") and seq.tokens_per_item("image") == 257
     assert seq.encode([image, image], "image").shape == (2, 257, 1280)
@@ -279,6 +284,81 @@ def test_text_matches_reference(reference, ref_model, checkpoint):
         _close(enc.encode([Media("text", t) for t in texts], "text")[:, 0], expected)
 
 
+def _omnivore_depth(depth: np.ndarray) -> torch.Tensor:
+    """Omnivore's published depth path, from its definitions: the SUN RGB-D converter (depth
+    clipped to [0.01, 50] m, disparity = baseline x focal / depth), then the released RGB-D
+    inference transform on the depth channel: DepthNorm(max_depth=75, clamp_max_before_scale),
+    Resize(224) and CenterCrop(224) on a tensor (bilinear, no antialias, as torchvision ran it
+    then), Normalize(0.0418, 0.0295)."""
+    from torchvision import transforms as T
+
+    disparity = torch.from_numpy(0.075 * 518.857901 / np.clip(depth, 0.01, 50)).float()[None]
+    disparity = disparity.clamp(min=0.01).clamp(max=75.0) / 75.0
+    steps = T.Compose([T.Resize(224, antialias=False), T.CenterCrop(224), T.Normalize([0.0418], [0.0295])])
+    return steps(disparity)
+
+
+def test_depth_matches_reference(ref_model, checkpoint):
+    rng = np.random.default_rng(5)
+    wide = rng.uniform(0.3, 9.0, (120, 200)).astype(np.float32)
+    tall = rng.uniform(0.5, 80.0, (500, 300)).astype(np.float32)  # past 50 m, and downscaled
+    tall[:40] = 0.0  # missing readings
+    ref_input = torch.stack([_omnivore_depth(d) for d in (wide, tall)])
+    _close(torch.stack([pre.depth_tensor(d) for d in (wide, tall)]), ref_input, atol=1e-5)
+    enc = _encoder(checkpoint, modalities=["depth"])
+    assert set(enc.model.towers) == {"depth"}
+    with torch.no_grad():
+        expected = ref_model({"depth": ref_input})["depth"] / _scale(ref_model, "depth")
+        _close(enc.encode([Media("depth", wide), Media("depth", tall)], "depth")[:, 0], expected)
+    # the camera's baseline x focal length is an option: twice the scale, the depth halved
+    doubled = _encoder(checkpoint, modalities=["depth"], depth_disparity_scale=2 * ib.KINECT_DISPARITY_SCALE)
+    _close(doubled.encode([Media("depth", wide * 2)], "depth"), enc.encode([Media("depth", wide)], "depth"))
+
+
+def test_thermal_matches_reference(ref_model, checkpoint):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(6)
+    frames = []
+    for h, w in ((160, 240), (300, 210)):  # warm blobs on a gradient, 8-bit like LLVIP's frames
+        y, x = np.mgrid[0:h, 0:w] / max(h, w)
+        blobs = sum(np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.01) for cx, cy in rng.uniform(0, 1, (4, 2)))
+        frames.append(np.rint(255 * (0.2 + 0.3 * y + 0.4 * np.clip(blobs, 0, 1))).astype(np.uint8))
+    ours = torch.stack([pre.thermal_tensor(f / np.float32(255)) for f in frames])
+    # the image pipeline on one channel: an 8-bit frame through Pillow agrees up to its rounding
+    # (Pillow rounds 8-bit images between its two resampling passes)
+    pil = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor()])
+    _close(ours, torch.stack([pil(Image.fromarray(f, mode="L")) for f in frames]), atol=1.5 / 255)
+    enc = _encoder(checkpoint, modalities=["thermal", "image"])
+    with torch.no_grad():
+        expected = ref_model({"thermal": ours})["thermal"] / _scale(ref_model, "thermal")
+        items = [Media("thermal", f / np.float32(255)) for f in frames]
+        _close(enc.encode(items, "thermal")[:, 0], expected)
+
+
+def test_imu_matches_reference(ref_model, checkpoint):
+    rng = np.random.default_rng(7)
+    long = rng.standard_normal((6, 3000)).astype(np.float32)  # 15 s at 200 Hz: 6000 samples at 400 Hz
+    short = rng.standard_normal((6, 700)).astype(np.float32)  # 1.75 s at 400 Hz: zero-padded
+    windows = pre.imu_windows(long.repeat(2, axis=1), clips=3)
+    assert windows.shape == (3, 6, 2000)
+    _close(windows[2], torch.from_numpy(long.repeat(2, axis=1)[:, 2666:4666]), atol=0)  # starts 0, 4000/3*i
+    padded = pre.imu_windows(short, clips=2)  # one window, not two copies of it
+    assert padded.shape == (1, 6, 2000) and padded[:, :, 700:].abs().max() == 0
+    _close(padded[0, :, :700], torch.from_numpy(short), atol=0)
+    assert len(pre.imu_windows(long[:, :2001], clips=3)) == 1 and len(pre.imu_windows(long[:, :2002], clips=3)) == 2
+    enc = _encoder(checkpoint, modalities=["imu"])
+    from codi2.core.audio import resample
+
+    at_400 = np.stack([resample(c, 200, 400) for c in long])
+    with torch.no_grad():
+        for item, series in ((Media("imu", long.T, sample_rate=200), at_400), (Media("imu", short.T), short)):
+            views = pre.imu_windows(series, clips=3)
+            expected = (ref_model({"imu": views})["imu"] / _scale(ref_model, "imu")).mean(dim=0)
+            _close(enc.encode([item], "imu")[0, 0], expected)
+
+
 # --- checkpoints, registry, contract ---------------------------------------------------------
 
 
@@ -308,6 +388,10 @@ def test_checkpoint_errors_name_the_problem(checkpoint, tmp_path, monkeypatch):
     with pytest.raises(ComponentLoadError, match=r"missing.*modality_heads\.audio"):
         _encoder(tmp_path / "missing.pth")
     assert _encoder(tmp_path / "missing.pth", modalities=["image", "text"]).modalities == ("image", "text")
+    torch.save({k: v for k, v in state.items() if "trunks.imu" not in k}, tmp_path / "no-imu.pth")
+    with pytest.raises(ComponentLoadError, match=r"missing.*modality_trunks\.imu"):
+        _encoder(tmp_path / "no-imu.pth", modalities=["image", "imu"])
+    assert _encoder(tmp_path / "no-imu.pth", modalities=["depth", "thermal"]).modalities == ("depth", "thermal")
     torch.save({"weights": Path("not a tensor")}, tmp_path / "pickle.pth")  # needs unpickling code
     with pytest.raises(ComponentLoadError, match=r"pickle\.pth is a pickle.*convert it to safetensors"):
         _encoder(tmp_path / "pickle.pth")

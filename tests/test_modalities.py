@@ -40,27 +40,32 @@ class NpyPlugin:
             register(name, load=lambda options, n=name: _npy_spec(n), description=f"{name} arrays")
 
 
+#: the core four; the imagebind plugin adds depth, thermal and imu (tests/test_imagebind_modalities.py)
+CORE = ("image", "audio", "video", "text")
+
+
 @pytest.fixture(scope="module")
 def builtin() -> Modalities:
-    return Registry.create(entry_points=False).modalities()
+    return Registry.create(entry_points=False).modalities().subset(CORE)
 
 
 def test_builtin_modalities_come_through_the_hook(builtin):
     registry = Registry.create(entry_points=False)
-    assert list(builtin) == ["image", "audio", "video", "text"]
+    assert list(registry.modalities()) == [*CORE, "depth", "thermal", "imu"]
     assert builtin.media == ("image", "audio", "video")
     owners = {p.name: p.components.get("modality") for p in registry.plugins() if "modality" in p.components}
-    assert owners == {f"codi2.plugins.modalities.{m}": [m] for m in builtin}
+    assert owners == {**{f"codi2.plugins.modalities.{m}": [m] for m in CORE},
+                      "codi2.plugins.encoders.imagebind": ["depth", "imu", "thermal"]}  # listed sorted
     assert builtin["image"].display == "image" and builtin["text"].is_text
     assert builtin["audio"].mime_type == "audio/wav" and builtin["video"].suffix == ".mp4"
 
 
 def test_a_plugin_adds_a_modality():
     registry = Registry.create(entry_points=False)
-    registry.register_plugin(NpyPlugin("depth"), name="depth-plugin")
+    registry.register_plugin(NpyPlugin("sonar"), name="sonar-plugin")
     modalities = registry.modalities()
-    assert list(modalities)[-1] == "depth" and modalities.get("depth").mime_type == "application/x-npy"
-    assert {p.name: p.components for p in registry.plugins()}["depth-plugin"] == {"modality": ["depth"]}
+    assert list(modalities)[-1] == "sonar" and modalities.get("sonar").mime_type == "application/x-npy"
+    assert {p.name: p.components for p in registry.plugins()}["sonar-plugin"] == {"modality": ["sonar"]}
 
 
 def test_broken_and_clashing_modalities_are_reported_not_fatal():
@@ -72,7 +77,7 @@ def test_broken_and_clashing_modalities_are_reported_not_fatal():
     registry = Registry.create(entry_points=False)
     registry.register_plugin(Broken(), name="broken")
     registry.register_plugin(NpyPlugin("image"), name="clash")
-    assert list(registry.modalities()) == ["image", "audio", "video", "text"]
+    assert list(registry.modalities()) == [*CORE, "depth", "thermal", "imu"]
     errors = {p.name: p.error for p in registry.plugins() if p.error}
     assert "not a codi2.core.modality.ModalitySpec" in errors["broken"]
     assert "modality 'image' is registered by both" in errors["clash"]

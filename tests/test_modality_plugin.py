@@ -178,7 +178,7 @@ def test_trains_generates_saves_and_reloads(trained, registry, tmp_path):
     with pytest.raises(MediaDecodeError, match=r"'p' \(bad.ply\)|'p'.*not a PLY file"):
         (tmp_path / "bad.ply").write_bytes(b"nope")
         model.generate("grow {p}", media={"p": tmp_path / "bad.ply"})
-    with pytest.raises(UnknownModalityError, match="unknown part type .mesh.; known: text, image, audio, video, pointcloud"):
+    with pytest.raises(UnknownModalityError, match="unknown part type .mesh.; known: text, image, audio, video, depth, thermal, imu, pointcloud"):
         model.generate([{"role": "user", "content": [{"type": "mesh", "data": b"x"}]}])
 
 

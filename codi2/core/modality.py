@@ -181,11 +181,17 @@ class Modalities(Mapping[str, ModalitySpec]):
         return [s for s in self._specs.values() if suffix in s.suffixes]
 
     def by_mime(self, mime: str) -> ModalitySpec | None:
-        """The modality accepting MIME type ``mime`` (parameters ignored), else None."""
+        """The modality accepting MIME type ``mime`` (parameters ignored), else None; an
+        UnknownModalityError when several do (``application/x-npy``: say which)."""
         mime = mime.split(";")[0].strip().lower()
-        for spec in self._specs.values():
-            if mime in spec.mime_types:
-                return spec
+        found = [spec for spec in self._specs.values() if mime in spec.mime_types]
+        if len(found) > 1:
+            raise UnknownModalityError(
+                f"MIME type {mime} is used by several modalities ({', '.join(s.name for s in found)}); "
+                "say which, e.g. {'type': MODALITY, 'data': ...}"
+            )
+        if found:
+            return found[0]
         major = mime.split("/")[0]
         return self._specs.get(major) if major in self._specs and not self._specs[major].is_text else None
 

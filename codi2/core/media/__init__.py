@@ -39,7 +39,7 @@ from codi2.core.media._common import (
     sniff_format,
 )
 from codi2.core.media._deadline import decode_deadline
-from codi2.core.media._image import load_image
+from codi2.core.media._image import load_image, open_image
 from codi2.core.media._video import load_video
 from codi2.core.media._write import media_to_bytes, save_media
 from codi2.core.types import Media
@@ -56,6 +56,7 @@ __all__ = [
     "load_video",
     "looks_like_text",
     "media_to_bytes",
+    "open_image",
     "read_encoded",
     "save_media",
     "sniff_format",

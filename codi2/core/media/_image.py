@@ -64,7 +64,17 @@ def _check_pixels(width: int, height: int, item: str, limits: MediaLimits) -> No
 
 
 def _decode_image(data: bytes, item: str, limits: MediaLimits) -> tuple[np.ndarray, str]:
+    image, fmt = open_image(data, item=item, limits=limits)
+    return _pil_to_rgb(image), fmt
+
+
+def open_image(data: bytes, *, item: str, limits: MediaLimits | None = None) -> tuple[Any, str]:
+    """``(PIL image, format)`` of an image file's bytes, fully decoded and upright (EXIF), its
+    size checked against ``limits`` before decoding; typed errors naming ``item``. For modality
+    plugins that read their own maps from image files (a depth map in a 16-bit PNG)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+
+    limits = limits or _DEFAULT_LIMITS
 
     fmt = "?"
     try:
@@ -88,7 +98,7 @@ def _decode_image(data: bytes, item: str, limits: MediaLimits) -> tuple[np.ndarr
         raise
     except Exception as e:  # Pillow's decoders raise assorted types on corrupt data
         raise MediaDecodeError(f"corrupt or truncated {fmt} image: {e}", item=item) from e
-    return _pil_to_rgb(image), fmt.lower()
+    return image, fmt.lower()
 
 
 def _pil_to_rgb(image: Any) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The ``imagebind`` encoder: Meta's ImageBind, one embedding space for image, audio, video, text.
+"""The ``imagebind`` encoder: Meta's ImageBind, one embedding space for six modalities.
 
 CoDi-2 (paper §3.2) reads every input medium through ImageBind, whose modality towers were
 trained to land in one shared space. This module is only the registration and the options; it
@@ -20,6 +20,12 @@ Choices worth knowing:
 - Audio and video follow the reference pipeline exactly: 3 clips of 2 s (audio) and 5 clips
   of 2 frames x 3 spatial crops (video), chosen by evenly spaced clip starts, embeddings
   averaged over clips.
+- ``depth``, ``thermal`` and ``imu`` (ImageBind's other three towers) are served when named in
+  ``modalities``; the default is the four CoDi-2 reads, so the 125 M parameters of the other
+  towers are built only when asked for. Meta publishes no input pipeline for them: depth
+  follows Omnivore's (metres -> disparity -> normalised), thermal and IMU are documented
+  choices (see :mod:`~codi2.plugins.encoders.imagebind.preprocess`). The plugin also
+  registers the three modalities (:mod:`~codi2.plugins.encoders.imagebind.modalities`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,22 @@ if TYPE_CHECKING:
 NAME = "imagebind"
 #: the file name of Meta's released checkpoint, looked for in the default places
 CHECKPOINT_FILE = "imagebind_huge.pth"
+#: every modality the encoder can serve, in the order it lists them
+MODALITIES = ("image", "audio", "video", "text", "depth", "thermal", "imu")
+#: what ``modalities=None`` serves: the four CoDi-2 reads (pooled) or the vision tower's two
+DEFAULT_MODALITIES = {"pooled": ("image", "audio", "video", "text"), "sequence": ("image", "video")}
+#: the modalities this plugin registers (ImageBind's towers beyond CoDi-2's four); the specs are
+#: in :mod:`~codi2.plugins.encoders.imagebind.modalities`
+MODALITY_DESCRIPTIONS = {
+    "depth": "depth maps in metres (float32 [H, W]); .npy, 16-bit PNG in mm, float TIFF",
+    "thermal": "thermal images, intensity in [0, 1] (float32 [H, W]); .npy, 8/16-bit images",
+    "imu": "IMU series, accelerometer + gyroscope (float32 [samples, 6]); .npy, .csv",
+}
+#: IMU samples per second the IMU tower expects: 2000-sample windows of 5 s (the paper)
+IMU_SAMPLE_RATE = 400
+#: baseline (m) x focal length (px) of the Kinect v1 of NYU Depth v2 (0.075 x 518.857901), the
+#: depth benchmark ImageBind reports: disparity = this / depth in metres
+KINECT_DISPARITY_SCALE = 0.075 * 518.857901
 
 
 class ImageBindSize(BaseModel):
@@ -55,8 +77,7 @@ class ImageBindSize(BaseModel):
     audio_embed_dim: int = Field(768, ge=1)
     audio_num_blocks: int = Field(12, ge=1)
     audio_num_heads: int = Field(12, ge=1)
-    # the released checkpoint also holds depth, thermal and IMU towers; codi2 does not use them,
-    # but their sizes let the whole published layout be built (parity tests, conversions)
+    # the depth, thermal and IMU towers (built only when their modalities are served)
     depth_embed_dim: int = Field(384, ge=1)
     depth_num_blocks: int = Field(12, ge=1)
     depth_num_heads: int = Field(8, ge=1)
@@ -88,8 +109,11 @@ class ImageBindOptions(BaseModel):
     size: Literal["huge"] | ImageBindSize = "huge"
     #: "pooled": 1 unit vector per item; "sequence": the vision tower's output tokens (image/video)
     image_tokens: Literal["pooled", "sequence"] = "pooled"
-    #: which modalities to serve (only their towers are built); None = all the mode allows
-    modalities: list[Literal["image", "audio", "video", "text"]] | None = Field(None, min_length=1)
+    #: which modalities to serve (only their towers are built); None = image, audio, video and
+    #: text (pooled) or image and video (sequence). Add depth, thermal, imu to serve those too.
+    modalities: list[Literal["image", "audio", "video", "text", "depth", "thermal", "imu"]] | None = Field(
+        None, min_length=1
+    )
     #: frames per video clip fed to the vision tower (2 for the released weights)
     video_frames: int = Field(2, ge=2, multiple_of=2)
     #: clips sampled per video, and spatial crops per clip (the reference: 5 clips x 3 crops)
@@ -97,6 +121,11 @@ class ImageBindOptions(BaseModel):
     video_crops: Literal[1, 3] = 3
     #: 2-second clips sampled per audio item (the reference: 3)
     audio_clips: int = Field(3, ge=1)
+    #: baseline (m) x focal length (px) of the depth camera: disparity = this / depth (the
+    #: default is NYU Depth v2's Kinect; the depth tower was trained on disparity)
+    depth_disparity_scale: float = Field(KINECT_DISPARITY_SCALE, gt=0)
+    #: at most this many distinct 2000-sample (5 s at 400 Hz) IMU windows per item, evenly spaced
+    imu_clips: int = Field(3, ge=1)
     #: items per forward pass of a tower (clips of one video count as items)
     batch_size: int = Field(16, ge=1)
     #: torch device; None = "cuda" when available, else "cpu"
@@ -118,9 +147,8 @@ class ImageBindOptions(BaseModel):
 
     def served_modalities(self) -> tuple[str, ...]:
         """The modalities this encoder serves, in a fixed order."""
-        default = ("image", "video") if self.image_tokens == "sequence" else ("image", "audio", "video", "text")
-        chosen = set(self.modalities or default)
-        return tuple(m for m in ("image", "audio", "video", "text") if m in chosen)
+        chosen = set(self.modalities or DEFAULT_MODALITIES[self.image_tokens])
+        return tuple(m for m in MODALITIES if m in chosen)
 
 
 def load(options: ImageBindOptions) -> ImageBindEncoder:
@@ -136,9 +164,21 @@ def codi2_register_encoders(register: RegisterCallback) -> None:
         NAME,
         load=load,
         options=ImageBindOptions,
-        description="Meta's ImageBind: image, audio, video and text in one 1024-d space "
-        "(local imagebind_huge.pth; pooled vectors or vision-tower tokens)",
+        description="Meta's ImageBind: image, audio, video, text (and depth, thermal, IMU) in one "
+        "1024-d space (local imagebind_huge.pth; pooled vectors or vision-tower tokens)",
     )
+
+
+@hookimpl
+def codi2_register_modalities(register: RegisterCallback) -> None:
+    for name, description in MODALITY_DESCRIPTIONS.items():
+        register(name, load=lambda options, name=name: _modality_spec(name), description=description)
+
+
+def _modality_spec(name: str) -> Any:
+    from codi2.plugins.encoders.imagebind.modalities import spec
+
+    return spec(name)
 
 
 def __getattr__(name: str) -> Any:

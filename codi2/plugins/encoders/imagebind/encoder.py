@@ -1,10 +1,10 @@
 """The ``imagebind`` encoder component: options -> weights -> features.
 
 :class:`ImageBindEncoder` implements :class:`codi2.core.interfaces.Encoder`. Image, video,
-audio and text items become ``[B, T, D]`` features: one unit vector per item (``pooled``,
-``D = out_embed_dim``) or the vision tower's output tokens (``sequence``, image and video
-only, ``D = vision_embed_dim``). Clip features (audio, video) are averaged per item, as the
-reference model does.
+audio, text, depth, thermal and IMU items become ``[B, T, D]`` features: one unit vector per
+item (``pooled``, ``D = out_embed_dim``) or the vision tower's output tokens (``sequence``,
+image and video only, ``D = vision_embed_dim``). Clip features (audio, video, IMU windows)
+are averaged per item, as the reference model does.
 """
 
 from __future__ import annotations
@@ -21,11 +21,21 @@ import torch
 from codi2.core.types import Media
 from codi2.errors import ComponentLoadError, MediaError, MediaLimitError, pickle_refused
 from codi2.plugins.base import FrozenEncoder
-from codi2.plugins.encoders.imagebind import CHECKPOINT_FILE, NAME, ImageBindOptions, ImageBindSize
+from codi2.plugins.encoders.imagebind import (
+    CHECKPOINT_FILE,
+    IMU_SAMPLE_RATE,
+    KINECT_DISPARITY_SCALE,
+    NAME,
+    ImageBindOptions,
+    ImageBindSize,
+)
 from codi2.plugins.encoders.imagebind import preprocess as pre
-from codi2.plugins.encoders.imagebind.model import TOWERS, ImageBindModel
+from codi2.plugins.encoders.imagebind.model import IMU_CHANNELS, TOWERS, ImageBindModel
 
-TOWER_OF = {"image": "vision", "video": "vision", "audio": "audio", "text": "text"}
+TOWER_OF = {
+    "image": "vision", "video": "vision", "audio": "audio", "text": "text",
+    "depth": "depth", "thermal": "thermal", "imu": "imu",
+}  # fmt: skip
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: shortest audio item: one 25 ms filterbank frame at 16 kHz
 MIN_AUDIO_SAMPLES = 400
@@ -143,6 +153,8 @@ class ImageBindEncoder(FrozenEncoder):
         video_clips: int = 5,
         video_crops: int = 3,
         audio_clips: int = 3,
+        depth_disparity_scale: float = KINECT_DISPARITY_SCALE,
+        imu_clips: int = 3,
         batch_size: int = 16,
         weights: str = "random",
         size_tag: str = "custom",
@@ -156,6 +168,7 @@ class ImageBindEncoder(FrozenEncoder):
         self.modalities = tuple(modalities)
         self.image_tokens = image_tokens
         self.video_clips, self.video_crops, self.audio_clips = video_clips, video_crops, audio_clips
+        self.depth_disparity_scale, self.imu_clips = depth_disparity_scale, imu_clips
         self.batch_size = batch_size
         self.weights, self.size_tag = weights, size_tag
         if image_tokens == "sequence":
@@ -193,6 +206,8 @@ class ImageBindEncoder(FrozenEncoder):
             video_clips=options.video_clips,
             video_crops=options.video_crops,
             audio_clips=options.audio_clips,
+            depth_disparity_scale=options.depth_disparity_scale,
+            imu_clips=options.imu_clips,
             batch_size=options.batch_size,
             weights=weights,
             size_tag="huge" if options.size == "huge" else options.size.model_dump_json(),
@@ -202,10 +217,13 @@ class ImageBindEncoder(FrozenEncoder):
     def identity(self) -> str:
         weights = f"random-{id(self):x}" if self.weights == "random" else self.weights  # never reuse random features
         dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+        # the depth and IMU settings only where they shape features (older identities unchanged)
+        depth = f"depth={self.depth_disparity_scale!r};" if "depth" in self.modalities else ""
+        imu = f"imu={self.imu_clips};" if "imu" in self.modalities else ""
         return (
             f"imagebind(size={self.size_tag};weights={weights};tokens={self.image_tokens};"
             f"video={self.model.video_frames}x{self.video_clips}x{self.video_crops};audio={self.audio_clips};"
-            f"dtype={dtype})"
+            f"{depth}{imu}dtype={dtype})"
         )
 
     def tokens_per_item(self, modality: str) -> int:
@@ -237,6 +255,10 @@ class ImageBindEncoder(FrozenEncoder):
                     item=item.label,
                 )
             return pre.audio_clips(wave, self.sample_rate, self.audio_clips)
+        if modality in ("depth", "thermal"):
+            return self._map_view(item, modality)
+        if modality == "imu":
+            return self._imu_views(item)
         frames = np.asarray(data)
         want = 4 if modality == "video" else 3
         if frames.ndim != want or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
@@ -247,6 +269,32 @@ class ImageBindEncoder(FrozenEncoder):
         if not item.fps or item.fps <= 0:
             raise MediaError("video item has no fps", item=item.label)
         return pre.video_clips(frames, item.fps, self.video_clips, self.model.video_frames, self.video_crops)
+
+    def _map_view(self, item: Media, modality: str) -> torch.Tensor:
+        """A depth map (metres) or thermal image ([0, 1]) ``[H, W]`` -> ``[1, 1, 224, 224]``."""
+        values = np.asarray(item.data)
+        if values.ndim != 2 or 0 in values.shape or not np.issubdtype(values.dtype, np.floating):
+            what = f"{values.dtype} {values.shape}"
+            raise MediaError(f"{modality} must be a float [H, W] map, got {what}", item=item.label)
+        if not np.isfinite(values).all():
+            raise MediaError(f"{modality} map contains NaN or infinite values", item=item.label)
+        if modality == "depth":
+            return pre.depth_tensor(values, self.depth_disparity_scale)[None]
+        return pre.thermal_tensor(values)[None]
+
+    def _imu_views(self, item: Media) -> torch.Tensor:
+        """IMU ``[samples, 6]`` at ``item.sample_rate`` (else 400 Hz) -> windows ``[clips, 6, 2000]``."""
+        series = np.asarray(item.data, dtype=np.float32)
+        if series.ndim != 2 or series.shape[1] != IMU_CHANNELS or series.shape[0] == 0:
+            raise MediaError(f"imu must be float [samples, 6], got shape {series.shape}", item=item.label)
+        if not np.isfinite(series).all():
+            raise MediaError("imu series contains NaN or infinite values", item=item.label)
+        rate = item.sample_rate or IMU_SAMPLE_RATE
+        if rate != IMU_SAMPLE_RATE:
+            from codi2.core.audio import resample
+
+            series = np.stack([resample(channel, rate, IMU_SAMPLE_RATE) for channel in series.T], axis=1)
+        return pre.imu_windows(series.T, self.imu_clips)
 
     def _features(self, tower: str, x: torch.Tensor) -> torch.Tensor:
         """``[N, ...]`` views -> ``[N, T, D]``: unit vectors, or vision trunk tokens."""

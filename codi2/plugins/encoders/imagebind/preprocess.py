@@ -6,7 +6,17 @@
   mean -4.268 and std 9.138;
 - video: clips of 2 s at evenly spaced starts, 2 frames per clip picked uniformly, shorter side
   scaled to 224 (bilinear), CLIP mean/std, 3 spatial crops (start, centre, end of the longer side);
-- text: CLIP byte-pair tokens, 77 per item (start token, text, end token, zero padding).
+- text: CLIP byte-pair tokens, 77 per item (start token, text, end token, zero padding);
+- depth (Meta publishes no loader; Omnivore's, whose recipe ImageBind follows): depth in metres
+  clipped to [0.01, 50], disparity = baseline x focal / depth, clamped to [0.01, 75] and divided
+  by 75, shorter side to 224 (bilinear, not antialiased), centre crop 224, mean 0.0418, std
+  0.0295;
+- thermal (no published loader; a documented choice): the image pipeline on one channel, i.e.
+  intensities in [0, 1], shorter side to 224 (Pillow's bicubic), centre crop 224, clamped to
+  [0, 1], no mean/std;
+- IMU (no published loader; a documented choice): 6 x T at 400 Hz (2000 samples = the paper's
+  5-second windows), distinct windows of 2000 samples at evenly spaced starts, zero-padded at
+  the end.
 
 Clip starts follow the reference's sampler: with ``D`` the item's duration and ``d`` the clip
 length, clip ``i`` of ``n`` starts at ``i * max(D - d, 0) / n`` (so the last clip does not
@@ -23,6 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from codi2.plugins.encoders.imagebind import KINECT_DISPARITY_SCALE
+from codi2.plugins.encoders.imagebind.model import IMU_LENGTH as IMU_WINDOW
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -145,3 +158,54 @@ def _tokenizer() -> Any:
 def text_tokens(texts: list[str]) -> torch.Tensor:
     """CLIP token ids ``[B, 77]``; longer texts are cut and keep the end-of-text token."""
     return _tokenizer()(texts, context_length=TEXT_CONTEXT)
+
+
+# --- depth -----------------------------------------------------------------------------------
+
+DEPTH_RANGE_M = (0.01, 50.0)  # depth clipped to this before the division (Omnivore's converter)
+DISPARITY_MAX = 75.0  # Omnivore's DepthNorm(max_depth=75, clamp_max_before_scale=True)
+DISPARITY_MEAN, DISPARITY_STD = 0.0418, 0.0295  # Omnivore's released RGB-D inference transform
+
+
+def depth_tensor(depth: np.ndarray, disparity_scale: float = KINECT_DISPARITY_SCALE) -> torch.Tensor:
+    """Depth in metres ``[H, W]`` -> normalised disparity ``[1, 224, 224]``.
+
+    Missing readings (0) become the nearest depth, as in Omnivore's converter: the clip to
+    0.01 m turns them into the largest disparity, which the clamp at 75 then caps."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    metres = torch.from_numpy(np.asarray(depth, dtype=np.float32)).clamp(*DEPTH_RANGE_M)
+    disparity = (disparity_scale / metres).clamp(DEPTH_RANGE_M[0], DISPARITY_MAX) / DISPARITY_MAX
+    # torchvision's tensor resize did not antialias when Omnivore's transform was released
+    disparity = TF.resize(disparity[None], IMAGE_SIZE, interpolation=InterpolationMode.BILINEAR, antialias=False)
+    disparity = TF.center_crop(disparity, IMAGE_SIZE)
+    return (disparity - DISPARITY_MEAN) / DISPARITY_STD
+
+
+# --- thermal ---------------------------------------------------------------------------------
+
+
+def thermal_tensor(intensity: np.ndarray) -> torch.Tensor:
+    """Thermal intensities in [0, 1] ``[H, W]`` -> ``[1, 224, 224]``: the image pipeline's
+    Pillow resize (bicubic) and centre crop on one float channel, clamped to [0, 1]; no
+    mean/std, none being published."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    image = Image.fromarray(np.ascontiguousarray(intensity, dtype=np.float32))  # mode "F"
+    image = TF.center_crop(TF.resize(image, IMAGE_SIZE, interpolation=InterpolationMode.BICUBIC), IMAGE_SIZE)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32).copy())[None].clamp(0.0, 1.0)
+
+
+# --- IMU -------------------------------------------------------------------------------------
+
+def imu_windows(series: np.ndarray, clips: int = 3) -> torch.Tensor:
+    """IMU ``[6, T]`` at 400 Hz -> ``[windows, 6, 2000]``: up to ``clips`` distinct windows at
+    evenly spaced starts (the clip rule above, in samples; a series that fits in one window
+    gives one, not copies), a series shorter than a window zero-padded at the end."""
+    x = torch.from_numpy(np.asarray(series, dtype=np.float32))
+    starts = dict.fromkeys(int(start) for start in clip_starts(x.shape[-1], IMU_WINDOW, clips))
+    windows = [x[:, start : start + IMU_WINDOW] for start in starts]
+    return torch.stack([F.pad(w, (0, IMU_WINDOW - w.shape[-1])) for w in windows])
