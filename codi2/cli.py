@@ -302,6 +302,9 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")  # fmt: skip
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--public-url", default=None, metavar="URL",
+                        help="the URL clients reach the server at, for media links in answers "
+                             "(default: each request's own, e.g. http://127.0.0.1:8000)")  # fmt: skip
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-queue", type=int, default=16, metavar="N",
                         help="requests admitted at once (running + waiting); more get 429 (default 16)")  # fmt: skip
@@ -327,6 +330,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, max_queue=args.max_queue, request_timeout=args.timeout,
         max_body_bytes=int(args.max_upload_mb * 2**20), max_sessions=args.max_sessions,
         session_ttl=args.session_ttl, body_timeout=args.body_timeout, shutdown_grace=args.shutdown_grace,
+        public_url=args.public_url,
     )  # fmt: skip
     settings.validate()
     if not settings.is_loopback() and not args.quiet:

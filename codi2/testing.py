@@ -149,6 +149,15 @@ def check_decoder(decoder: Decoder, samples: Sequence[Any], *, steps: int = 2) -
         out2 = decoder.generate(cond.detach()[:1], steps=steps, generator=torch.Generator().manual_seed(1))
     assert len(out1) == 1 and isinstance(out1[0], Media) and out1[0].modality == decoder.modality, "generate returns one Media per row"
     np.testing.assert_allclose(np.asarray(out1[0].data, dtype=np.float64), np.asarray(out2[0].data, dtype=np.float64), atol=1e-5, err_msg="generate is not deterministic under a seeded generator")
+    import inspect
+
+    if "on_step" in inspect.signature(decoder.generate).parameters:  # optional: progress reports
+        reported: list[tuple[int, int]] = []
+        with torch.no_grad():
+            decoder.generate(cond.detach()[:1], steps=steps, generator=torch.Generator().manual_seed(1),
+                             on_step=lambda done, total: reported.append((done, total)))  # fmt: skip
+        assert reported and reported[-1][0] == reported[-1][1] > 0, f"on_step must end at (total, total), got {reported[-3:]}"
+        assert [d for d, _ in reported] == sorted({d for d, _ in reported}), "on_step's done must increase"
     decoder.set_trainable("frozen")
     assert not any(p.requires_grad for p in decoder.parameters()), "frozen decoder still has trainable parameters"
     _assert_state_round_trip(decoder, "decoder")
@@ -429,7 +438,7 @@ class TinyDecoder(DecoderBase):
         return nn.functional.mse_loss(self._predict(x_t, t, cond.to(x0.dtype), ref), x0)
 
     @torch.no_grad()
-    def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None):
+    def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None, on_step=None):
         steps = steps or 10
         n = int(np.prod(self.signal_shape))
         x = per_item_noise((cond.shape[0], n), generator).to(cond.device)
@@ -441,6 +450,8 @@ class TinyDecoder(DecoderBase):
             eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
             a_next = self.alphas_cumprod[timesteps[i + 1]] if i + 1 < steps else torch.tensor(1.0)
             x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+            if on_step is not None:
+                on_step(i + 1, steps)
         return [self._to_media(row) for row in x]
 
     def adapter_parameters(self) -> dict[str, nn.Parameter]:

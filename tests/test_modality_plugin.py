@@ -225,14 +225,16 @@ def test_http_server(trained, registry):
                 "seed": 0, "media_format": "base64"}  # fmt: skip
         response = client.post("/v1/chat/completions", json=body)
         assert response.status_code == 200, response.text
-        (part,) = [p for p in response.json()["choices"][0]["message"]["content"] if p["type"] != "text"]
-        assert (part["type"], part["mime_type"], part["display"], part["points"]) == ("pointcloud", "application/x-ply", "download", POINTS)
+        message = response.json()["choices"][0]["message"]
+        (part,) = message["media"]
+        assert (part["modality"], part["mime_type"], part["display"], part["points"]) == ("pointcloud", "application/x-ply", "download", POINTS)
         assert base64.b64decode(part["data"]).startswith(b"ply\n") and part["preview"].startswith("data:image/png;base64,")
+        assert f"[{part['name']}.ply](data:application/x-ply;base64,{part['data']})" in message["content"]  # a download link
 
         form = client.post("/v1/chat/completions/multipart", data={"prompt": "grow {p}", "seed": "0"},
                            files={"p": ("cloud.ply", base64.b64decode(data), "application/octet-stream")})  # fmt: skip
         assert form.status_code == 200, form.text
-        (part,) = [p for p in form.json()["choices"][0]["message"]["content"] if p["type"] != "text"]
+        (part,) = form.json()["choices"][0]["message"]["media"]
         session = client.get(f"/v1/sessions/{form.json()['session_id']}").json()
         assert [p["type"] for m in session["messages"] for p in m["content"] if p["type"] != "text"] == ["pointcloud", "pointcloud"]
         fetched = client.get(part["url"])

@@ -1,5 +1,7 @@
 """The CoDi-2 model core on tiny real components: layout, losses, gradients, generation, saving."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -165,6 +167,29 @@ def test_fidelity_passes_the_input_media_as_reference():
     model.generate("Edit {a}", media={"a": test_media("image", 5)}, max_new_tokens=1)
     (ref,) = comps["decoders"]["image"].last_reference
     assert np.array_equal(ref.data, test_media("image", 5).data)
+
+
+def test_progress_reports_text_drafts_and_diffusion_steps():
+    torch.manual_seed(0)
+    model = make_model()
+    seen = []
+    answer = model.generate("Draw it.", seed=3, max_new_tokens=12, temperature=1.0, max_media=0,
+                            progress=lambda event, a: seen.append((event, a.text + a.draft)))  # fmt: skip
+    texts = [text for event, text in seen if event == "token"]
+    assert len(texts) == answer.tokens and texts[-1] == answer.text and answer.text
+    # the text only grows, but for a character whose bytes are not all sampled yet (U+FFFD for now)
+    held = [t.rstrip("\ufffd") for t in texts]
+    assert all(b.startswith(a) for a, b in itertools.pairwise(held)), texts
+    # an image span forced at once: "render:image", then every diffusion step, then the item
+    boost = torch.zeros(len(model.markers))
+    boost[model.markers.open("image") - model.markers.vocab_size] = 1e4
+    model.marker_head.register_forward_hook(lambda module, inputs, out: out + boost)
+    events = []
+    answer = model.generate("Draw it.", seed=0, max_new_tokens=1, steps=3,
+                            progress=lambda event, a: events.append((event, a.render_steps, len(a.media))))  # fmt: skip
+    assert events == [("token", None, 0), ("render:image", None, 0), ("step", (1, 3), 0), ("step", (2, 3), 0),
+                      ("step", (3, 3), 0), ("media", None, 1)]  # fmt: skip
+    assert answer.render_steps is None and len(answer.media) == 1
 
 
 def test_save_and_load_round_trip(tmp_path):

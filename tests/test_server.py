@@ -85,9 +85,11 @@ def test_chat_with_inline_image_returns_text_and_a_media_url(client):
     body = response.json()
     assert body["object"] == "chat.completion" and body["session_id"]
     message = body["choices"][0]["message"]
-    images = [p for p in message["content"] if p["type"] == "image"]
-    assert images and images[0]["url"].startswith("/v1/media/") and images[0]["mime_type"] == "image/png"
-    assert message["text"] == "".join(p["text"] for p in message["content"] if p["type"] == "text")
+    images = [p for p in message["media"] if p["modality"] == "image"]
+    assert images and images[0]["url"].startswith("http://testserver/v1/media/") and images[0]["mime_type"] == "image/png"
+    # content is a string: the text, with each item as a Markdown image at an absolute URL
+    assert isinstance(message["content"], str) and f"![{images[0]['name']}]({images[0]['url']})" in message["content"]
+    assert message["content"].replace(f"![{images[0]['name']}]({images[0]['url']})", "").strip() == message["text"].strip()
     media = client.get(images[0]["url"])
     assert media.status_code == 200 and media.headers["content-type"] == "image/png"
     assert decode_png(media.content).shape == (16, 16, 3)
@@ -95,8 +97,9 @@ def test_chat_with_inline_image_returns_text_and_a_media_url(client):
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["prompt_tokens"] > 10
     # same request, same seed: the same image, inline this time
     again = client.post("/v1/chat/completions", json={**request, "media_format": "base64", "store": False}).json()
-    inline = next(p for p in again["choices"][0]["message"]["content"] if p["type"] == "image")
+    inline = next(p for p in again["choices"][0]["message"]["media"] if p["modality"] == "image")
     assert "url" not in inline and again["session_id"] is None
+    assert f"(data:image/png;base64,{inline['data']})" in again["choices"][0]["message"]["content"]
     assert np.array_equal(decode_png(base64.b64decode(inline["data"])), decode_png(media.content))
 
 
@@ -114,8 +117,8 @@ def test_multipart_upload_round_trip(client):
     response = client.post("/v1/chat/completions/multipart", data={"prompt": "make it blue {a}", "seed": "0"},
                            files={"a": ("square.png", png_bytes(1), "image/png")})  # fmt: skip
     assert response.status_code == 200, response.text
-    parts = response.json()["choices"][0]["message"]["content"]
-    url = next(p["url"] for p in parts if p["type"] == "image")
+    parts = response.json()["choices"][0]["message"]["media"]
+    url = next(p["url"] for p in parts if p["modality"] == "image")
     assert decode_png(client.get(url).content).shape == (16, 16, 3)
 
 
@@ -188,9 +191,19 @@ JSON_CASES = {
     "unknown field": ({"messages": [{"role": "user", "content": "hi"}], "temperature_": 1}, 400, "invalid_request"),
     "media in a system message": ({"messages": [{"role": "system", "content": [{"type": "image", "data": b64(PNG)}]}]},
                                   400, "invalid_request"),
-    "streaming": ({"messages": [{"role": "user", "content": "hi"}], "stream": True}, 400, "invalid_request"),
+    "streaming an unknown session": ({"messages": [{"role": "user", "content": "hi"}], "stream": True, "session_id": "A" * 22},
+                                     404, "session_not_found"),
+    "streaming a conversation too long": ({"messages": [{"role": "user", "content": "x" * 2000}], "stream": True},
+                                          400, "invalid_request"),
+    "an output modality the model lacks": ({"messages": [{"role": "user", "content": "hi"}], "modalities": ["text", "smell"]},
+                                           400, "invalid_request"),
+    "an audio format not written": ({"messages": [{"role": "user", "content": "hi"}], "audio": {"format": "mp3", "voice": "alloy"}},
+                                    400, "invalid_request"),
     "max_tokens over the limit": ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}, 400, "invalid_request"),
-    "negative temperature": ({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, "invalid_request"),
+    "max_completion_tokens over the limit": ({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 10**6},
+                                             400, "invalid_request"),
+    "an OpenAI option codi2 lacks": ({"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 1}, 400, "invalid_request"),
+        "negative temperature": ({"messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, "invalid_request"),
     "malformed session id": ({"messages": [{"role": "user", "content": "hi"}], "session_id": "../../etc"}, 400, "invalid_request"),
     "unknown session": ({"messages": [{"role": "user", "content": "hi"}], "session_id": "A" * 22}, 404, "session_not_found"),
     "conversation too long": ({"messages": [{"role": "user", "content": "x" * 2000}]}, 400, "invalid_request"),
@@ -431,10 +444,12 @@ def test_generated_audio_and_video_are_served_as_wav_and_mp4(model):
 
     with torch_threads(1), TestClient(create_app(EveryModality(model), settings=ServerSettings(**SETTINGS))) as c:
         body = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "draw a square"}]}).json()
-        parts = {p["type"]: p for p in body["choices"][0]["message"]["content"] if p["type"] != "text"}
+        parts = {p["modality"]: p for p in body["choices"][0]["message"]["media"]}
         assert set(parts) == {"image", "audio", "video"}
+        assert [p["display"] for p in parts.values()] == ["image", "audio", "video"]
         audio = c.get(parts["audio"]["url"])
         assert audio.headers["content-type"] == "audio/wav" and parts["audio"]["seconds"] == 0.1
+        assert parts["audio"]["bytes"] == len(audio.content)
         samples, rate = sf.read(io.BytesIO(audio.content))
         assert rate == 16000 and len(samples) == 1600
         video = c.get(parts["video"]["url"])
@@ -442,3 +457,201 @@ def test_generated_audio_and_video_are_served_as_wav_and_mp4(model):
         assert parts["video"]["frames"] == 3
         history = c.get(f"/v1/sessions/{body['session_id']}").json()["messages"][1]["content"]
         assert [p["type"] for p in history] == ["image", "text", "audio", "text", "video"]
+
+
+# --- streaming (Server-Sent Events) ----------------------------------------------------------------
+
+
+def sse_events(lines) -> list[tuple[str | None, object]]:
+    """(event name, parsed data) of each Server-Sent Event; ``[DONE]`` stays a string."""
+    events, name = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+            events.append((name, data if data == "[DONE]" else json.loads(data)))
+            name = None
+    return events
+
+
+def strip_urls(text: str) -> str:
+    import re
+
+    return re.sub(r"/v1/media/[\w-]+", "/v1/media/ID", text)
+
+
+def test_stream_sends_text_progress_media_then_done(client):
+    request = {"messages": [image_message("make it blue ", b64(png_bytes(1)))], "seed": 0, "steps": 4}
+    with client.stream("POST", "/v1/chat/completions", json={**request, "stream": True,
+                                                             "stream_options": {"include_usage": True}}) as response:  # fmt: skip
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(response.iter_lines())
+    assert events[-1] == (None, "[DONE]") and all(name is None for name, _ in events)
+    chunks = [data for _, data in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    progress = [c["progress"] for c in chunks if "progress" in c]
+    assert [p["step"] for p in progress] == [0, 1, 2, 3, 4] and {p["modality"] for p in progress} == {"image"}
+    assert all(p["steps"] == 4 for p in progress[1:])
+    media = [m for d in deltas for m in d.get("media", [])]
+    assert len(media) == 1 and media[0]["url"].startswith("http://testserver/v1/media/")
+    assert decode_png(client.get(media[0]["url"]).content).shape == (16, 16, 3)
+    # the progress of an item comes before the item, the text before it before both
+    order = [("media" if "media" in c["choices"][0]["delta"] else "progress" if "progress" in c else "text")
+             for c in chunks[1:] if c["choices"] and c["choices"][0]["finish_reason"] is None]  # fmt: skip
+    assert order.index("progress") < order.index("media")
+    final = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert len(final) == 1 and final[0]["choices"][0]["finish_reason"] == "stop" and final[0]["session_id"]
+    usage = [c for c in chunks if not c["choices"]]
+    assert len(usage) == 1 and usage[0]["usage"]["completion_tokens"] > 0
+    # the streamed content is the content of the same answer whole
+    streamed = "".join(d.get("content") or "" for d in deltas)
+    whole = client.post("/v1/chat/completions", json=request).json()["choices"][0]["message"]["content"]
+    assert strip_urls(streamed) == strip_urls(whole) and "![output0](http://testserver/v1/media/ID)" in strip_urls(streamed)
+    history = client.get(f"/v1/sessions/{final[0]['session_id']}").json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["content"][0]["type"] == "image"
+
+
+def idle(c) -> bool:
+    """Whether the queue empties (its place is given back once a response is closed)."""
+    for _ in range(40):
+        if c.get("/health").json()["queue"]["in_flight"] == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class FailsWhileRendering:
+    """A model that breaks after its answer started: when the first item starts to render."""
+
+    def __init__(self, model, error: Exception):
+        self.model, self.error = model, error
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, messages, progress=None, **options):
+        def breaking(event, answer):
+            if event.startswith("render:"):
+                raise self.error
+            if progress is not None:
+                progress(event, answer)
+
+        return self.model.generate(messages, progress=breaking, **options)
+
+
+@pytest.mark.parametrize("error, kind", [(RuntimeError("boom"), "internal_error"),
+                                         (codi2.errors.MediaError("decoder gave up"), "media_error")])  # fmt: skip
+def test_an_error_after_the_stream_started_is_an_error_event(model, error, kind):
+    with torch_threads(1), TestClient(create_app(FailsWhileRendering(model, error), settings=ServerSettings(**SETTINGS))) as c:
+        request = {"messages": [image_message("make it blue ", b64(png_bytes(1)))], "seed": 0, "stream": True}
+        with c.stream("POST", "/v1/chat/completions", json=request) as response:
+            assert response.status_code == 200
+            events = sse_events(response.iter_lines())
+        name, data = events[-1]
+        assert name == "error" and set(data) == {"error"} and data["error"]["type"] == kind, events[-1]
+        assert "Traceback" not in data["error"]["message"] and (None, "[DONE]") not in events
+        assert events[0][1]["choices"][0]["delta"]["role"] == "assistant"
+        assert c.get("/health").json()["status"] == "ok" and idle(c)
+
+
+class SlowFirstToken:
+    """A model whose first token takes a second (whatever it samples, the deadline passes)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, messages, progress=None, **options):
+        slowed = []
+
+        def hook(event, answer):
+            if event == "token" and not slowed:
+                slowed.append(time.sleep(1.0))
+            if progress is not None:
+                progress(event, answer)
+
+        return self.model.generate(messages, progress=hook, **options)
+
+
+def test_a_stream_past_its_deadline_ends_with_a_timeout_event(model):
+    settings = ServerSettings(**{**SETTINGS, "request_timeout": 0.5})
+    with torch_threads(1), TestClient(create_app(SlowFirstToken(model), settings=settings)) as c:
+        request = {"messages": [{"role": "user", "content": "hi"}], "seed": 1, "stream": True}
+        with c.stream("POST", "/v1/chat/completions", json=request) as response:
+            assert response.status_code == 200, "the stream started before the deadline"
+            events = sse_events(response.iter_lines())
+        assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "timeout", events[-1]
+        assert idle(c)
+
+
+def test_media_links_use_the_configured_public_url(model):
+    settings = ServerSettings(**SETTINGS, public_url="https://chat.example.org/")
+    with torch_threads(1), TestClient(create_app(model, settings=settings)) as c:
+        body = c.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1)))], "seed": 0}).json()
+        message = body["choices"][0]["message"]
+        url = message["media"][0]["url"]
+        assert url.startswith("https://chat.example.org/v1/media/") and f"]({url})" in message["content"]
+        assert c.get(url.replace("https://chat.example.org", "")).status_code == 200
+
+
+def test_examples_come_from_the_model_directory(model, tmp_path):
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "a.png").write_bytes(png_bytes(4))
+    (tmp_path / "examples.json").write_text(json.dumps({"examples": [
+        {"title": "edit", "prompt": "make {a} blue", "media": {"a": "examples/a.png"}},
+        {"prompt": "draw a square"}]}))  # fmt: skip
+    from types import SimpleNamespace
+
+    before = getattr(model, "source", None)
+    model.source = SimpleNamespace(path=tmp_path)
+    try:
+        with TestClient(create_app(model, settings=ServerSettings(**SETTINGS))) as c:
+            examples = c.get("/v1/examples").json()["examples"]
+            assert [e["title"] for e in examples] == ["edit", "draw a square"] and examples[1]["media"] == []
+            (item,) = examples[0]["media"]
+            assert item["name"] == "a" and item["modality"] == "image" and item["display"] == "image"
+            assert base64.b64decode(item["data"].split(",", 1)[1]) == png_bytes(4)
+            # a file outside the model directory is never read: no examples, the page works without
+            (tmp_path / "examples.json").write_text(json.dumps({"examples": [{"prompt": "{a}", "media": {"a": "../secret.png"}}]}))
+            assert c.get("/v1/examples").json() == {"examples": []}
+        model.source = SimpleNamespace(path=None)  # a model without a directory has none
+        with TestClient(create_app(model, settings=ServerSettings(**SETTINGS))) as c:
+            assert c.get("/v1/examples").json() == {"examples": []}
+    finally:
+        model.source = before
+
+
+def test_an_answer_sent_back_stands_for_its_media(client):
+    first = client.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1)))],
+                                                      "seed": 0, "store": False}).json()["choices"][0]["message"]  # fmt: skip
+    echoed = {"role": "assistant", **{k: first[k] for k in ("content", "text", "media")}, "refusal": None, "annotations": []}
+    follow = {"role": "user", "content": "now red"}
+    body = client.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1))), echoed, follow],
+                                                     "seed": 0}).json()  # fmt: skip
+    history = client.get(f"/v1/sessions/{body['session_id']}").json()["messages"]
+    assert [p["type"] for p in history[1]["content"] if p["type"] != "text"] == ["image"], "the link became the image"
+    as_text = {"role": "assistant", "content": first["text"]}  # the same answer without its image: fewer tokens
+    plain = client.post("/v1/chat/completions", json={"messages": [image_message("make it blue ", b64(png_bytes(1))), as_text, follow],
+                                                      "store": False}).json()  # fmt: skip
+    assert body["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]
+
+
+def test_stream_with_audio_output_carries_message_audio(model):
+    with torch_threads(1), TestClient(create_app(EveryModality(model), settings=ServerSettings(**SETTINGS))) as c:
+        request = {"messages": [{"role": "user", "content": "draw a square"}], "seed": 0, "stream": True,
+                   "modalities": ["text", "audio"], "audio": {"format": "pcm16", "voice": "alloy"}}  # fmt: skip
+        with c.stream("POST", "/v1/chat/completions", json=request) as response:
+            events = sse_events(response.iter_lines())
+        deltas = [d["choices"][0]["delta"] for _, d in events[:-1] if d["choices"]]
+        audio = [d["audio"] for d in deltas if "audio" in d]
+        assert len(audio) == 2 and audio[0]["id"] == audio[1]["id"], audio  # the sound, then its transcript
+        assert len(base64.b64decode(audio[0]["data"])) == 1600 * 2  # 0.1 s of 16-bit samples at 16 kHz
+        text = "".join(d.get("content") or "" for d in deltas if "media" not in d)
+        assert audio[1]["transcript"].strip() == text.strip() and "data" not in audio[1]
+        modalities = [m["modality"] for d in deltas for m in d.get("media", [])]
+        assert modalities == ["image", "audio", "video"]

@@ -130,10 +130,16 @@ def test_demo_gallery_with_a_tiny_model(tiny_model, tmp_path):
     assert result.index.is_file() and result.total == len(DEMO_PLAN)
     assert {e.sample.task for e in result.entries} == set(TASKS)  # every task is shown
     assert "prompts pass" in logged[0] and str(result.index) in logged[0]
-    files = _referenced_files(result.index)
+    referenced = _referenced_files(result.index)
+    files = [f for f in referenced if not f.endswith(".spec.png")]
     inputs = sum(len(e.sample.media) for e in result.entries)
     outputs = sum(len(f) for e in result.entries for f in e.outputs)
     assert len(files) == inputs + outputs and inputs >= 20
+    # every sound has its spectrogram picture beside its player, and nothing else has one
+    sounds = [f for f in files if f.endswith(".wav")]
+    assert sounds and sorted(f for f in referenced if f.endswith(".spec.png")) == sorted(f[:-4] + ".spec.png" for f in sounds)
+    with Image.open(result.out_dir / (sounds[0][:-4] + ".spec.png")) as picture:
+        assert picture.size == (160, 64) and len(picture.convert("RGB").getcolors(160 * 64)) > 8
     for name in files:
         path = result.out_dir / name
         assert path.is_file(), name
@@ -245,3 +251,16 @@ def test_a_task_the_model_cannot_do_fails_visibly(tmp_path):
     assert report["tasks"]["video_next"]["seen"]["accuracy"] == 0.0
     assert report["tasks"]["video_next"]["seen"]["errors"] == 1 and "video" in report["tasks"]["video_next"]["seen"]["first_error"]
     assert report["tasks"]["composition"]["seen"] == {**report["tasks"]["composition"]["seen"], "accuracy": 1.0, "errors": 0}
+
+
+def test_spectrogram_draws_a_tone_at_its_pitch():
+    from codi2.core.media.spectrogram import spectrogram
+
+    rate, height = 16000, 64
+    t = np.arange(rate) / rate
+    for freq in (200.0, 1000.0, 4000.0):
+        picture = spectrogram(0.5 * np.sin(2 * np.pi * freq * t), rate, width=40, height=height)
+        assert picture.shape == (height, 40, 3) and picture.dtype == np.uint8
+        brightest = int(picture.astype(int).sum(axis=(1, 2)).argmax())
+        expected = (height - 1) - (np.log(freq) - np.log(50)) / (np.log(rate / 2) - np.log(50)) * (height - 1)
+        assert abs(brightest - expected) <= 1.5, (freq, brightest, expected)

@@ -2,7 +2,10 @@
 
 Loads the page from a live ``codi2 serve``, attaches an image, sends a prompt, waits for the
 generated image to appear, sends a follow-up in the same conversation, and checks that a bad
-upload shows an error while the page keeps working.
+upload shows an error while the page keeps working. With the shipped toy model (its diffusion
+steps slowed so a browser can watch): the example prompts of an empty conversation, the answer
+streaming in (text first, a progress bar that advances, then the item), spectrograms beside
+uploaded and generated audio, and Cancel stopping the generation on the server.
 
 Needs ``apt-get install chromium chromium-driver`` and ``pip install selenium``. Without them
 the test is skipped — except on CI (``CI=true``), where it fails instead.
@@ -137,7 +140,8 @@ def test_chat_page_with_uploaded_image_and_follow_up(server, driver, tmp_path):
     assert loaded_images(driver, ".message.user img"), "the user's own upload is shown"
     assert driver.find_element("id", "attachments").text == "", "attachments are cleared after sending"
 
-    # round 2: a follow-up in the same conversation (Enter sends)
+    # round 2: a follow-up in the same conversation (Enter sends; typed while the first answer
+    # still streams, it goes when that answer is complete)
     driver.find_element("id", "prompt").send_keys("paint it red\n")
     wait_for(driver, lambda d: len(d.find_elements("css selector", ".message.assistant")) == 2, what="the follow-up answer")
     sessions = {m.get_attribute("data-session") for m in driver.find_elements("css selector", ".message.assistant")}
@@ -246,3 +250,135 @@ def test_generated_audio_and_video_play_inline(every_modality_server, driver):
     assert link.get_attribute("download") == "terrain" and "terrain" in link.text
     assert link.get_attribute("href").startswith("data:application/x-npy;base64,") or "/v1/media/" in link.get_attribute("href")
     wait_for(driver, lambda d: loaded_images(d, ".message.assistant a.download img"), what="the heightmap preview")
+
+
+# --- the toy model: examples, streaming, the progress bar, cancel, spectrograms --------------------
+
+
+class SlowSteps:
+    """The toy model with every diffusion step slowed down (so a browser can watch the progress
+    bar), counting the steps it renders."""
+
+    def __init__(self, model, seconds: float):
+        self.model, self.seconds, self.steps = model, seconds, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, messages, progress=None, **options):
+        def slow(event, answer):
+            if event == "step":
+                self.steps += 1
+                time.sleep(self.seconds)
+            if progress is not None:
+                progress(event, answer)
+
+        return self.model.generate(messages, progress=slow, **options)
+
+
+@pytest.fixture(scope="module")
+def toy_server(browser_ready):
+    """An in-process uvicorn serving the shipped toy model, its diffusion steps slowed to 0.1 s."""
+    import uvicorn
+
+    import codi2
+    from codi2.server import ServerSettings, create_app
+
+    model = SlowSteps(codi2.load("toy"), 0.1)
+    app = create_app(model, settings=ServerSettings())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", model
+    server.should_exit = True
+    thread.join(15)
+    sock.close()
+
+
+def example_button(driver, title: str):
+    wait_for(driver, lambda d: d.find_elements("css selector", "#examples button.example"), what="the example prompts")
+    buttons = [b for b in driver.find_elements("css selector", "#examples button.example") if title in b.text]
+    assert buttons, [b.text for b in driver.find_elements("css selector", "#examples button.example")]
+    return buttons[0]
+
+
+def spectrogram_drawn(driver, canvas) -> bool:
+    """The canvas was drawn and is not one flat colour."""
+    return driver.execute_script(
+        "const c = arguments[0]; if (c.dataset.drawn !== '1') return false;"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "const seen = new Set(); for (let i = 0; i < d.length; i += 4) seen.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]);"
+        "return seen.size > 8;", canvas)  # fmt: skip
+
+
+def test_examples_stream_with_a_progress_bar_and_audio_spectrograms(toy_server, driver):
+    url, _ = toy_server
+    driver.get(url + "/")
+    # an empty conversation offers the model's examples, with their sample media
+    button = example_button(driver, "edit an image")
+    assert "Make {a} purple." in button.text and button.find_elements("css selector", "img")
+    assert len(driver.find_elements("css selector", "#examples button.example")) == 6
+    button.click()
+    assert not driver.find_elements("css selector", "#examples"), "examples go once the conversation starts"
+    assert loaded_images(driver, ".message.user img"), "the example's sample image is shown as the user's"
+    # while the image renders: the text so far, a progress bar that advances, no image yet
+    bar = wait_for(driver, lambda d: d.find_elements("css selector", ".message.assistant .progress progress"),
+                   what="the progress bar")[0]  # fmt: skip
+    wait_for(driver, lambda d: d.execute_script("return arguments[0].value", bar) >= 3, what="the bar to advance")
+    assert driver.execute_script("return arguments[0].max", bar) == 20
+    assert "Here it is:" in driver.find_element("css selector", ".message.assistant .text").text
+    assert not driver.find_elements("css selector", ".message.assistant img")
+    assert "rendering image" in driver.find_element("css selector", ".message.assistant .progress").text
+    wait_for(driver, lambda d: loaded_images(d, ".message.assistant img"), what="the generated image")
+    assert not driver.find_elements("css selector", ".progress"), "the bar goes when the item arrives"
+    assert driver.find_element("id", "send").is_enabled() and not driver.find_element("id", "cancel").is_displayed()
+
+    # audio in and out: each player has a spectrogram beside it
+    driver.find_element("id", "reset").click()
+    example_button(driver, "describe a sound").click()
+    wait_for(driver, lambda d: len(d.find_elements("css selector", ".message.assistant")) == 1
+             and not d.find_elements("css selector", ".message.streaming"), what="the caption")  # fmt: skip
+    user_canvas = driver.find_element("css selector", ".message.user .audio-item canvas.spectrogram")
+    wait_for(driver, lambda d: spectrogram_drawn(d, user_canvas), what="the spectrogram of the uploaded audio")
+    assert "tone" in driver.find_element("css selector", ".message.assistant .text").text
+    driver.find_element("id", "reset").click()
+    example_button(driver, "text to audio").click()
+    canvas = wait_for(driver, lambda d: d.find_elements("css selector", ".message.assistant .audio-item canvas.spectrogram"),
+                      timeout=60, what="the generated audio")[0]  # fmt: skip
+    wait_for(driver, lambda d: spectrogram_drawn(d, canvas), what="the spectrogram of the generated audio")
+    assert driver.find_element("css selector", ".message.assistant .audio-item audio").get_attribute("src").startswith(url + "/v1/media/")
+
+
+def test_cancel_stops_the_answer_on_the_server(toy_server, driver):
+    import httpx
+
+    url, model = toy_server
+    driver.get(url + "/")
+    before = model.steps
+    example_button(driver, "image and sound").click()
+    wait_for(driver, lambda d: d.find_elements("css selector", ".message.assistant .progress progress"), what="the progress bar")
+    cancel = driver.find_element("id", "cancel")
+    assert cancel.is_displayed()
+    cancel.click()
+    wait_for(driver, lambda d: "cancelled" in d.find_element("id", "log").text, what="the cancelled note")
+    assert not driver.find_elements("css selector", ".message.assistant img"), "no item after cancel"
+    assert driver.find_element("id", "send").is_enabled() and not cancel.is_displayed()
+    # the server stops generating: its step count stops, the queue empties
+    for _ in range(50):
+        if httpx.get(f"{url}/health").json()["queue"]["in_flight"] == 0:
+            break
+        time.sleep(0.1)
+    assert httpx.get(f"{url}/health").json()["queue"]["in_flight"] == 0
+    stopped_at = model.steps
+    time.sleep(0.5)
+    assert model.steps == stopped_at, "the generation went on after the client cancelled"
+    assert stopped_at - before < 20, "the generation stopped within its first item (20 steps each)"
+    # and the page keeps working
+    driver.find_element("id", "prompt").send_keys("Draw a large red circle.\n")
+    wait_for(driver, lambda d: loaded_images(d, ".message.assistant img"), timeout=60, what="an answer after cancel")

@@ -53,6 +53,17 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
 
+def _takes_on_step(decoder: Any) -> bool:
+    """Whether ``decoder.generate`` reports its diffusion steps (an optional ``on_step``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(decoder.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_step" in params
+
+
 @torch.no_grad()
 def generate(
     model: CoDi2Model,
@@ -65,8 +76,10 @@ def generate(
     """Generate the assistant's answer to ``messages``.
 
     ``progress(event, answer)``, if given, is called with the partial answer: ``"token"`` after
-    each sampled token, ``"render:<modality>"`` before a media item is decoded and ``"media"``
-    after it.
+    each sampled token (``answer.draft`` holds the text sampled since the last part),
+    ``"render:<modality>"`` before a media item is decoded, ``"step"`` after each of its
+    diffusion steps (``answer.render_steps`` is ``(done, total)``; only decoders whose
+    ``generate`` takes ``on_step`` report them) and ``"media"`` after it.
     Front ends draw progress bars with it; an exception it raises stops generation and
     propagates (a server uses this to enforce per-request deadlines).
     """
@@ -111,25 +124,27 @@ def generate_batch(
             if progress is not None:
                 progress(event, _first + row, answer)
 
-        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify, defer_media)
+        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify if progress is not None else None, defer_media)
     return answers
 
 
-def _render(decoder: Any, cond: torch.Tensor, reference: list | None, generators: list, steps: int | None, guidance: float | None) -> list:
+def _render(decoder: Any, cond: torch.Tensor, reference: list | None, generators: list, steps: int | None,
+            guidance: float | None, on_step: Callable[[int, int], None] | None) -> list:
     """Decode the rows of ``cond``: in one call when the decoder takes a generator per row (or
     there is one row, or no seed), else one call per row so that each keeps its own noise."""
+    hook = {"on_step": on_step} if on_step is not None and _takes_on_step(decoder) else {}
     if len(generators) == 1 or all(g is None for g in generators) or getattr(decoder, "per_item_generators", False):
         generator = generators[0] if len(generators) == 1 else generators if generators[0] is not None else None
-        return decoder.generate(cond, reference, steps=steps, guidance=guidance, generator=generator)
+        return decoder.generate(cond, reference, steps=steps, guidance=guidance, generator=generator, **hook)
     items = []
     for k, generator in enumerate(generators):
         ref = [reference[k]] if reference is not None else None
-        items += decoder.generate(cond[k : k + 1], ref, steps=steps, guidance=guidance, generator=generator)
+        items += decoder.generate(cond[k : k + 1], ref, steps=steps, guidance=guidance, generator=generator, **hook)
     return items
 
 
 def _generate_rows(
-    model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, notify: Callable, defer_media: bool,
+    model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, report: Callable | None, defer_media: bool,
 ) -> list[Answer]:
     """Generate for a padded batch of sequences. Text after a media item depends on its slots'
     hidden states, never on the rendered item, so with ``defer_media`` every item is rendered
@@ -184,6 +199,10 @@ def _generate_rows(
     def embed(ids: list[int]) -> torch.Tensor:
         return model.embed_ids(torch.tensor([ids], device=device))[0]
 
+    def notify(event: str, row: int) -> None:
+        if report is not None:
+            report(event, row, answers[row])
+
     jobs: list[tuple] = []  # media spans opened and not rendered yet
 
     def render(queue: list[tuple]) -> None:
@@ -193,19 +212,30 @@ def _generate_rows(
             decoder = model.decoders[modality]
             use_reference = model.config.fidelity and decoder.supports_reference
             reference = [references[job[1]].get(modality) for job in group] if use_reference else None
-            for job in group:
-                notify(f"render:{modality}", job[1], answers[job[1]])
-            items = _render(decoder, torch.stack([job[3] for job in group]), reference, [job[5] for job in group], cfg.steps, cfg.guidance)
+            rows_ = [job[1] for job in group]
+
+            def on_step(done: int, total: int) -> None:
+                for row in rows_:
+                    answers[row].render_steps = (done, total)
+                    notify("step", row)
+
+            for row in rows_:
+                answers[row].render_steps = None
+                notify(f"render:{modality}", row)
+            items = _render(decoder, torch.stack([job[3] for job in group]), reference, [job[5] for job in group],
+                            cfg.steps, cfg.guidance, on_step if report is not None else None)
             for (_, row, place, _, name, _), item in zip(group, items):
                 item.name = item.name or name
                 answers[row].parts[place] = item
-                notify("media", row, answers[row])
+                answers[row].render_steps = None
+                notify("media", row)
         queue.clear()
 
     def flush(row: int) -> None:
         if pending[row]:
             answers[row].parts.append(llm.detokenize(pending[row]))
             pending[row].clear()
+            answers[row].draft = ""
 
     for index in range(cfg.max_new_tokens):
         if not active:
@@ -218,14 +248,17 @@ def _generate_rows(
                 blocked[row][[markers.open(m) for m in model.decoders]] = True
             token = _sample(logits_all[row].masked_fill(blocked[row], float("-inf")), cfg.temperature, cfg.top_p, samplers[row])
             answers[row].tokens += 1
-            notify("token", row, answers[row])
+            marker = markers.modality_of(token)
+            if marker is None and token not in llm.eos_token_ids:
+                pending[row].append(token)
+                if report is not None:  # streaming front ends show the text as it comes
+                    answers[row].draft = llm.detokenize(pending[row])
+            notify("token", row)
             if token in llm.eos_token_ids:
                 finish[row] = "stop"
                 active.discard(row)
                 continue
-            marker = markers.modality_of(token)
             if marker is None:
-                pending[row].append(token)
                 if index + 1 < cfg.max_new_tokens:  # the last token's forward would never be read
                     feeds[row] = embed([token])
                 continue

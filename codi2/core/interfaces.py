@@ -14,7 +14,7 @@ trained fidelity ``conv_in`` returns that layer. A codi2 checkpoint stores exact
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -143,11 +143,14 @@ class Decoder(Protocol):
         steps: int | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> list[Media]:
-        """Render one item per row of ``cond [B, N, D]``. A decoder whose class sets
-        ``per_item_generators = True`` also takes a list of generators, one per row (as
-        diffusers pipelines do; :func:`per_item_noise` draws such noise), which lets batched
-        generation decode many seeded items in one call; others are called once per item."""
+        """Render one item per row of ``cond [B, N, D]``; ``on_step(done, total)``, when given,
+        is called after each diffusion step (optional: progress bars, and raising from it stops
+        the rendering). A decoder whose class sets ``per_item_generators = True`` also takes a
+        list of generators, one per row (as diffusers pipelines do; :func:`per_item_noise` draws
+        such noise), which lets batched generation decode many seeded items in one call; others
+        are called once per item."""
 
     def set_trainable(self, policy: str) -> None:
         """``frozen`` | ``adapters`` (e.g. the fidelity conv_in) | ``full``."""

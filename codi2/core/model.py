@@ -71,6 +71,10 @@ class Answer:
     parts: list[str | Media] = field(default_factory=list)
     tokens: int = 0
     finish_reason: str = "stop"  # "stop": the model ended its turn; "length": max_new_tokens reached
+    # while generating, for ``progress`` hooks: text sampled since the last part, and the
+    # (done, total) diffusion steps of the item being rendered
+    draft: str = ""
+    render_steps: tuple[int, int] | None = None
     #: the modalities of the model that answered (how ``save`` writes each item)
     modalities: Modalities | None = field(default=None, repr=False, compare=False)
 

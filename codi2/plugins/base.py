@@ -207,6 +207,24 @@ class DecoderBase(nn.Module):
         return list(items)
 
 
+def step_callback(on_step: Any, steps: int, pipeline: Any = None) -> dict[str, Any]:
+    """Keyword arguments that make a stock pipeline report its steps to ``on_step(done, total)``:
+    ``callback_on_step_end`` where ``pipeline``'s call takes it, else the older
+    ``callback(step, timestep, latents)``; ``{}`` without ``on_step``."""
+    if on_step is None:
+        return {}
+    if pipeline is not None:
+        import inspect
+
+        if "callback_on_step_end" in inspect.signature(type(pipeline).__call__).parameters:
+            def on_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                on_step(min(step + 1, steps), steps)
+                return tensors
+
+            return {"callback_on_step_end": on_end}
+    return {"callback": lambda step, timestep, latents: on_step(min(step + 1, steps), steps), "callback_steps": 1}
+
+
 def noise_and_timesteps(latents: torch.Tensor, num_train_timesteps: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian noise like ``latents`` and one random training timestep per row, drawn on the
     CPU from ``generator`` (so a seed gives the same draw on every device)."""
@@ -288,4 +306,5 @@ TransformersLLM = HFCausalLM
 
 
 __all__ = ["DECODER_POLICIES", "DecoderBase", "DiffusersDecoder", "FrozenEncoder", "TransformersLLM", "check_cond",
-           "check_media", "check_no_reference", "noise_and_timesteps", "prediction_target", "resolve_device"]  # fmt: skip
+           "check_media", "check_no_reference", "noise_and_timesteps", "prediction_target", "resolve_device",
+           "step_callback"]  # fmt: skip

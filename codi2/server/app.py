@@ -2,11 +2,13 @@
 
 Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
 
-- ``POST /v1/chat/completions``            OpenAI-style chat; media inline as base64
+- ``POST /v1/chat/completions``            OpenAI-style chat; media inline as base64; ``stream``
+  sends Server-Sent Events (:mod:`codi2.server.streaming`), answers are shaped for Chat
+  Completions clients (:mod:`codi2.server.responses`)
 - ``POST /v1/chat/completions/multipart``  the same with uploaded files and a placeholder prompt
 - ``GET  /v1/media/{id}``                  generated media (PNG, WAV, MP4)
 - ``GET/DELETE /v1/sessions/{id}``         a kept conversation (text and media descriptions)
-- ``GET  /v1/models``, ``GET /v1/plugins``, ``GET /health``
+- ``GET  /v1/models``, ``GET /v1/plugins``, ``GET /v1/examples``, ``GET /health``
 - ``GET  /``                               the web chat page
 
 Every error is ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for the client's
@@ -17,7 +19,6 @@ for a bug (logged with its traceback; the message does not leak internals).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import threading
 import time
@@ -32,7 +33,8 @@ from starlette.formparsers import MultiPartException
 
 from codi2 import __version__
 from codi2.core.media import decode_deadline
-from codi2.core.messages import MediaPart, Message, TextPart
+from codi2.core.messages import Message
+from codi2.core.modality import resolve_modalities
 from codi2.errors import (
     Codi2Error,
     MediaDecodeError,
@@ -51,8 +53,10 @@ from codi2.server.inputs import (
     parse_chat_messages,
     parse_multipart,
 )
+from codi2.server.responses import check_output_modalities, public_base_url
 from codi2.server.settings import ServerSettings
 from codi2.server.stores import describe_messages, valid_id
+from codi2.server.streaming import make_work, stream_answer
 
 log = logging.getLogger("codi2.server")
 
@@ -215,65 +219,6 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-# --- the answer -------------------------------------------------------------------------------
-
-
-def _assistant_message(answer: Any) -> Message:
-    parts = [TextPart(p) if isinstance(p, str) else MediaPart(p.modality, p, name=p.name, target=False) for p in answer.parts]
-    return Message("assistant", parts or [TextPart("")])
-
-
-def make_work(engine: Engine, messages: list[Message], params: GenerationParams) -> Any:
-    """The job for the generation thread: history, generation, media encoding, saving."""
-    options = params.generate_options(engine.settings)
-
-    def work(check: Any) -> dict[str, Any]:
-        model, sid = engine.model, params.session_id
-        history: list[Message] = []
-        if sid is not None:
-            session = engine.sessions.get(sid)
-            if session is None:
-                raise ServerError(404, "session_not_found", f"session {sid!r} is unknown or expired; start a new one")
-            history = session.messages
-        conversation = [*history, *messages]
-        prompt_tokens = len(model.sequence(conversation, training=False, add_generation_prompt=True))
-        answer = model.generate(conversation, progress=check, **options)
-        content: list[dict[str, Any]] = []
-        for part in answer.parts:
-            if isinstance(part, str):
-                content.append({"type": "text", "text": part})
-                continue
-            spec = model.modalities.get(part.modality)  # its file format, MIME type and summary
-            data = spec.encode(part)
-            entry = {k: v for k, v in spec.summary(part).items() if v is not None}
-            entry["display"] = spec.display
-            if spec.preview is not None:  # a picture of an item no page can show natively
-                entry["preview"] = "data:image/png;base64," + base64.b64encode(spec.preview(part)).decode("ascii")
-            if params.media_format == "base64":
-                entry["data"] = base64.b64encode(data).decode("ascii")
-            else:
-                entry["url"] = f"/v1/media/{engine.media.put(data, spec.mime_type, f'{part.name or part.modality}{spec.suffix}')}"
-            content.append(entry)
-        if params.store:
-            sid = engine.sessions.save(sid, [*conversation, _assistant_message(answer)])
-        return {
-            "id": f"chatcmpl-{int(time.time() * 1000):x}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": getattr(model, "source_name", "codi2"),
-            "session_id": sid,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "text": answer.text},
-                "finish_reason": answer.finish_reason,
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.tokens,
-                      "total_tokens": prompt_tokens + answer.tokens},
-        }  # fmt: skip
-
-    return work
-
-
 # --- the application ----------------------------------------------------------------------------
 
 
@@ -348,22 +293,28 @@ def create_app(
 
     # --- chat ---------------------------------------------------------------------------
 
-    async def _answer(request: Request, messages: list[Message], params: GenerationParams) -> JSONResponse:
+    async def _answer(request: Request, messages: list[Message], params: GenerationParams) -> Response:
         if params.session_id is not None and not valid_id(params.session_id):
             raise ServerError(400, "invalid_request", "session_id is malformed")
         if params.session_id is not None and engine.sessions.get(params.session_id) is None:
             raise ServerError(404, "session_not_found", f"session {params.session_id!r} is unknown or expired; start a new one")
+        check_output_modalities(engine.model, params.modalities)
         started = request.scope.get("codi2.admitted_at", time.monotonic())
-        result = await engine.run(make_work(engine, messages, params), started)
+        base_url = public_base_url(request, settings.public_url)
+        if params.stream:
+            return await stream_answer(engine, messages, params, base_url=base_url, started=started)
+        result = await engine.run(make_work(engine, messages, params, base_url=base_url), started)
         engine.served += 1
         return JSONResponse(result)
 
     @app.post("/v1/chat/completions", tags=["chat"], summary="Chat (JSON, media inline as base64)")
-    async def chat_completions(request: Request, body: ChatRequest) -> JSONResponse:
+    async def chat_completions(request: Request, body: ChatRequest) -> Response:
         """OpenAI-style chat. ``content`` parts may hold media as base64 (plain or a data URI);
-        the answer's content holds text parts and media parts (``url`` or ``data``).
+        the answer's ``content`` is Markdown text linking each generated item, ``media`` lists
+        them (``url`` or ``data``); ``stream: true`` sends ``chat.completion.chunk`` events.
         ``session_id`` continues a conversation the server kept (send only the new turn)."""
-        messages = await asyncio.to_thread(parse_chat_messages, body, settings, getattr(engine.model, "modalities", None))
+        messages = await asyncio.to_thread(parse_chat_messages, body, settings, getattr(engine.model, "modalities", None),
+                                           engine.media)  # fmt: skip
         return await _answer(request, messages, body)
 
     @app.post(
@@ -376,12 +327,13 @@ def create_app(
                            "steps": {"type": "integer"}, "guidance": {"type": "number"},
                            "temperature": {"type": "number"}, "top_p": {"type": "number"},
                            "media_format": {"type": "string", "enum": ["url", "base64"]},
+                           "stream": {"type": "boolean"},
                            "store": {"type": "boolean"}},
             "additionalProperties": {"type": "string", "format": "binary",
                                      "description": "one file per placeholder, the field named after it"},
         }}}}},
     )  # fmt: skip
-    async def chat_multipart(request: Request) -> JSONResponse:
+    async def chat_multipart(request: Request) -> Response:
         """``prompt`` ("Make {a} purple") plus one file per placeholder, in a form field of
         that name (``-F a=@square.png``); options as form fields."""
         try:
@@ -451,6 +403,14 @@ def create_app(
 
         info = model_info(engine.model)
         return {"object": "list", "data": [{"object": "model", "owned_by": "codi2", **info}]}
+
+    @app.get("/v1/examples", tags=["about"], summary="Example prompts (with sample media) for the served model")
+    async def examples() -> dict[str, Any]:
+        engine.check_ready()
+        from codi2.server.examples import load_examples
+
+        modalities = resolve_modalities(getattr(engine.model, "modalities", None))
+        return {"examples": await asyncio.to_thread(load_examples, engine.model, modalities)}
 
     @app.get("/v1/plugins", tags=["about"], summary="Installed plugins and their components")
     async def plugins() -> dict[str, Any]:

@@ -37,6 +37,19 @@ if TYPE_CHECKING:
 # --- the JSON request -----------------------------------------------------------------------
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class AudioOutput(BaseModel):
+    """OpenAI's ``audio`` request field; codi2 models have no voices, so ``voice`` is accepted and ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: str = "wav"
+    voice: str | dict[str, Any] | None = None
+
+
 class GenerationParams(BaseModel):
     """Sampling and rendering options (all optional; the model's defaults otherwise)."""
 
@@ -51,6 +64,12 @@ class GenerationParams(BaseModel):
     )
     session_id: str | None = Field(None, description="continue this conversation (from an earlier response)")
     store: bool = Field(True, description="keep the conversation on the server for follow-ups")
+    stream: bool = Field(False, description="send the answer as Server-Sent Events (chat.completion.chunk) as it is made")
+    stream_options: StreamOptions | None = Field(None, description='{"include_usage": true}: a last chunk with usage')
+    modalities: list[str] | None = Field(
+        None, description='OpenAI\'s output modalities; with "audio", generated audio also comes as message.audio'
+    )
+    audio: AudioOutput | None = Field(None, description="OpenAI's audio output options (format; the voice is ignored)")
 
     def generate_options(self, settings: ServerSettings) -> dict[str, Any]:
         if self.max_tokens is not None and self.max_tokens > settings.max_new_tokens:
@@ -65,6 +84,14 @@ class GenerationParams(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
+    # what Chat Completions clients send back with an earlier answer (its own fields and
+    # codi2's): accepted and not read — the answer's content (and the media it links) is
+    name: str | None = None
+    audio: dict[str, Any] | None = None
+    refusal: str | None = None
+    annotations: list[Any] | None = None
+    text: str | None = None
+    media: list[Any] | None = None
     content: str | list[dict[str, Any]] = Field(
         description='a string, or content parts: {"type": "text", "text": ...}, '
         '{"type": MODALITY (image, audio, video or a plugin\'s), "data": BASE64_OR_DATA_URI}, '
@@ -87,7 +114,11 @@ class ChatRequest(GenerationParams):
     )  # fmt: skip
     model: str | None = Field(None, description="informational; the server serves one model")
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = Field(False, description="must be false: answers are returned whole")
+    max_completion_tokens: int | None = Field(None, ge=1, description="OpenAI's newer name of max_tokens")
+
+    def model_post_init(self, context: Any) -> None:
+        if self.max_tokens is None and self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
     n: int = Field(1, ge=1, le=1, description="must be 1")
 
 
@@ -181,12 +212,12 @@ def _media_part(part: Mapping[str, Any], where: str, settings: ServerSettings, m
     return {"type": modality, "data": media, **({"name": name} if name else {})}
 
 
-def parse_chat_messages(request: ChatRequest, settings: ServerSettings, modalities: Modalities | None = None) -> list[Message]:
+def parse_chat_messages(request: ChatRequest, settings: ServerSettings, modalities: Modalities | None = None,
+                        media_store: Any = None) -> list[Message]:  # fmt: skip
     """The request's messages with every media item decoded and checked (runs off the loop).
-    ``modalities``: the served model's (default: the registered ones)."""
+    ``modalities``: the served model's (default: the registered ones). With ``media_store``,
+    assistant answers' links to this server's media become the items."""
     modalities = resolve_modalities(modalities)
-    if request.stream:
-        raise MessageError("stream=true is not supported: answers are returned whole")
     if len(request.messages) > settings.max_messages:
         raise MessageError(f"{len(request.messages)} messages, over this server's limit of {settings.max_messages}")
     texts = [m.content if isinstance(m.content, str) else "" for m in request.messages]
@@ -194,6 +225,11 @@ def parse_chat_messages(request: ChatRequest, settings: ServerSettings, modaliti
     check_text_size(texts, settings)
     out = []
     for i, msg in enumerate(request.messages):
+        if isinstance(msg.content, str) and msg.role == "assistant" and media_store is not None:
+            # an earlier answer sent back as it came: its links to this server's media are the items
+            content = linked_media_parts(msg.content, media_store, f"message {i}", settings, modalities)
+            out.append({"role": msg.role, "content": content})
+            continue
         if isinstance(msg.content, str):
             out.append({"role": msg.role, "content": msg.content})
             continue
@@ -215,6 +251,32 @@ def parse_chat_messages(request: ChatRequest, settings: ServerSettings, modaliti
     return normalize_messages(out, modalities=modalities)
 
 
+def linked_media_parts(text: str, store: Any, where: str, settings: ServerSettings, modalities: Modalities) -> list[dict[str, Any]]:
+    """Content parts of an answer's Markdown: its links to ``/v1/media/{id}`` of this server
+    become the stored items (looked up in memory; nothing is fetched)."""
+    from codi2.server.responses import split_media_links
+
+    parts: list[dict[str, Any]] = []
+    for kind, piece in split_media_links(text):
+        if kind == "text":
+            parts.append({"type": "text", "text": piece})
+            continue
+        stored = store.get(piece) if valid_media_id(piece) else None
+        if stored is None:
+            raise MessageError(f"{where}: its link to media {piece!r} is unknown or expired here; send the item "
+                               "inline as a content part, or continue with session_id")  # fmt: skip
+        media = load_attachment(stored.data, name=stored.filename, limits=settings.limits, video_frames=settings.video_frames,
+                                label=f"in {where}", modalities=modalities)  # fmt: skip
+        parts.append({"type": media.modality, "data": media, "target": False})
+    return parts or [{"type": "text", "text": ""}]
+
+
+def valid_media_id(text: str) -> bool:
+    from codi2.server.stores import valid_id
+
+    return valid_id(text)
+
+
 def check_text_size(texts: list[Any], settings: ServerSettings) -> None:
     """Refuse a request whose text is over ``max_text_chars`` before it is tokenized (a 10 MB
     prompt took 18 s and +360 MB only to be refused as too many tokens)."""
@@ -225,7 +287,7 @@ def check_text_size(texts: list[Any], settings: ServerSettings) -> None:
 
 # --- the multipart request ------------------------------------------------------------------
 
-MULTIPART_FIELDS = {"prompt", "system", *GenerationParams.model_fields}
+MULTIPART_FIELDS = {"prompt", "system", *GenerationParams.model_fields} - {"stream_options", "modalities", "audio"}
 
 
 def parse_multipart(

@@ -32,6 +32,9 @@ class ServerSettings:
 
     host: str = "127.0.0.1"  #: loopback only unless told otherwise
     port: int = 8000
+    #: the URL clients reach this server at (``https://chat.example.org``), for the absolute
+    #: media links in answers; None: each request's own base URL (its Host header)
+    public_url: str | None = None
     #: requests admitted at once (reading, queued or generating); more get 429
     max_queue: int = 16
     #: seconds a request may take, queueing included; past it the answer is 504
@@ -68,6 +71,8 @@ class ServerSettings:
         """Raise ConfigError naming the first setting out of range."""
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port}: must be 0-65535")
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url {self.public_url!r}: must start with http:// or https://")
         positive = {
             "max_queue": self.max_queue, "request_timeout": self.request_timeout,
             "max_body_bytes": self.max_body_bytes, "max_sessions": self.max_sessions,

@@ -5,9 +5,10 @@
 
 Inputs are drawn fresh from the world (``seed`` picks them), the answers are judged by the
 deterministic analysers (:mod:`codi2.toy.analysers`), and ``out_dir`` receives
-``index.html`` plus every input and output as PNG (images), WAV (audio) or GIF (clips).
-The page shows the prompts with their inputs, the outputs (images upscaled with
-``image-rendering: pixelated``, audio with players), what the analyser read and pass/fail.
+``index.html`` plus every input and output as PNG (images), WAV (audio) or GIF (clips), and
+a spectrogram picture of every sound (``NAME.spec.png``). The page shows the prompts with their
+inputs, the outputs (images upscaled with ``image-rendering: pixelated``, audio with players and
+their spectrograms), what the analyser read and pass/fail.
 """
 
 from __future__ import annotations
@@ -110,10 +111,29 @@ def run_demo(
     return result
 
 
+def _display(modality: str) -> str:
+    """How a page shows ``modality`` (its registered spec's ``display``)."""
+    from codi2.core.modality import resolve_modalities
+
+    modalities = resolve_modalities()
+    return modalities[modality].display if modality in modalities else "download"
+
+
+def _save(media: Any, stem: Path) -> Path:
+    """Write ``media`` (:func:`save_lossless`); a sound also gets its spectrogram picture beside
+    it (``NAME.spec.png``)."""
+    written = save_lossless(media, stem)
+    if _display(media.modality) == "audio":
+        from codi2.core.media.spectrogram import spectrogram_png
+
+        written.with_suffix(".spec.png").write_bytes(spectrogram_png(media.data, media.sample_rate))
+    return written
+
+
 def _run_entry(model: Any, sample: Sample, out: Path, stem: str, options: dict[str, Any], seed: int) -> DemoEntry:
     entry = DemoEntry(sample)
     for name, media in sample.media.items():
-        entry.files[name] = save_lossless(media, out / f"{stem}_{name}").name
+        entry.files[name] = _save(media, out / f"{stem}_{name}").name
     t0 = time.perf_counter()
     try:
         answers = []
@@ -135,7 +155,7 @@ def _run_entry(model: Any, sample: Sample, out: Path, stem: str, options: dict[s
         entry.checks += judge([next(expected) for _ in range(sample.rounds[r])], answer.media, answer.text)
         files = []
         for j, media in enumerate(answer.media):
-            path = save_lossless(media, out / f"{stem}_r{r}_out{j}")
+            path = _save(media, out / f"{stem}_r{r}_out{j}")
             files.append((media.modality, path.name))
         entry.outputs.append(files)
     return entry
@@ -153,6 +173,8 @@ img.px { width: 128px; height: 128px; image-rendering: pixelated; image-renderin
 .prompt { font-size: 1.1em; margin: 0.4em 0; } .prompt img.px { width: 64px; height: 64px; }
 .media { display: inline-block; vertical-align: middle; margin: 0 4px; }
 audio { vertical-align: middle; height: 32px; }
+.sound { display: inline-flex; align-items: center; gap: 4px; vertical-align: middle; }
+img.spec { width: 160px; height: 64px; image-rendering: pixelated; border-radius: 4px; }
 .ok { color: #2a2; font-weight: bold; } .bad { color: #c33; font-weight: bold; }
 .tag { background: #eef; border-radius: 4px; padding: 0 6px; font-size: 0.85em; }
 code { background: #f4f4f4; padding: 0 4px; }
@@ -161,10 +183,13 @@ code { background: #f4f4f4; padding: 0 4px; }
 
 def _media_tag(modality: str, file: str, small: bool = False) -> str:
     src = html.escape(file, quote=True)
-    if modality in ("image", "video"):
+    display = _display(modality)
+    if display in ("image", "video"):  # clips are written as GIFs
         return f'<img class="px" src="{src}" alt="{src}">'
-    if modality == "audio":
-        return f'<audio controls preload="none" src="{src}"></audio>'
+    if display == "audio":
+        spec = html.escape(str(Path(file).with_suffix(".spec.png")), quote=True)
+        return (f'<span class="sound"><audio controls preload="none" src="{src}"></audio>'
+                f'<img class="spec" src="{spec}" alt="spectrogram of {src}" title="spectrogram"></span>')
     return f'<a href="{src}">{src}</a>'
 
 

@@ -26,6 +26,7 @@ from codi2.plugins.base import (
     noise_and_timesteps,
     prediction_target,
     resolve_device,
+    step_callback,
 )
 from codi2.plugins.decoders._sd_unclip_impl import widen_conv_in
 
@@ -344,6 +345,7 @@ class AudioLDM2Decoder(DiffusersDecoder):
         steps: int | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
+        on_step: Any = None,
     ) -> list[Media]:
         """One clip per row of ``cond``: the stock pipeline with ``generated_prompt_embeds=cond``;
         with fidelity, :meth:`_sample_with_reference` (zero reference latents for rows without one)."""
@@ -366,6 +368,7 @@ class AudioLDM2Decoder(DiffusersDecoder):
             generated_prompt_embeds=cond.to(self.device, self.language_model.dtype),
             audio_length_in_s=self.audio_length_in_s, num_inference_steps=steps or self.options.steps,
             guidance_scale=guidance, generator=generator, output_type="np", **negative,
+            **step_callback(on_step, steps or self.options.steps),
         )
         return [
             Media("audio", np.clip(a, -1.0, 1.0).astype(np.float32), sample_rate=self.sample_rate)

@@ -27,6 +27,7 @@ from codi2.plugins.base import (
     noise_and_timesteps,
     prediction_target,
     resolve_device,
+    step_callback,
 )
 from codi2.plugins.decoders._zeroscope_impl import video_tensor
 
@@ -273,15 +274,16 @@ class PromptEmbedsDecoder(DiffusersDecoder):
         steps: int | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
+        on_step: Any = None,
     ) -> list[Media]:
         """One item per row of ``cond``: the stock pipeline called with ``cond`` as its text
         conditioning and its own empty-prompt encoding as the unconditional input."""
         check_no_reference(NAME, reference)
         check_cond(NAME, cond, self.condition.tokens, self.condition.dim)
-        return self.render(self._unpack(cond), steps=steps, guidance=guidance, generator=generator)
+        return self.render(self._unpack(cond), steps=steps, guidance=guidance, generator=generator, on_step=on_step)
 
     def render(self, conditioning: dict[str, torch.Tensor], *, steps: int | None = None, guidance: float | None = None,
-               generator: torch.Generator | None = None) -> list[Media]:  # fmt: skip
+               generator: torch.Generator | None = None, on_step: Any = None) -> list[Media]:  # fmt: skip
         """The stock pipeline's call for precomputed keywords (``prompt_embeds`` ...)."""
         rows = len(conditioning["prompt_embeds"])
         kwargs = {**{k: v.expand(rows, *v.shape[1:]) for k, v in self._negative.items()}, **conditioning}
@@ -300,6 +302,7 @@ class PromptEmbedsDecoder(DiffusersDecoder):
         if "use_resolution_binning" in calls:
             kwargs["use_resolution_binning"] = False  # render at the configured size, as trained
         kwargs.update(self.options.call_options)
+        kwargs.update(step_callback(on_step, steps or self.options.steps, self.pipeline))
         out = self.pipeline(num_inference_steps=steps or self.options.steps, generator=generator, output_type="np", **kwargs)
         if self.modality == "audio":
             rate = self.mel.sample_rate

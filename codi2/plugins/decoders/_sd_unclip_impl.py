@@ -19,7 +19,12 @@ from torch.nn import functional as F
 
 from codi2.core.types import ConditionSpec, Media
 from codi2.errors import ComponentLoadError, ConfigError, MediaError
-from codi2.plugins.base import DiffusersDecoder, noise_and_timesteps, prediction_target
+from codi2.plugins.base import (
+    DiffusersDecoder,
+    noise_and_timesteps,
+    prediction_target,
+    step_callback,
+)
 
 if TYPE_CHECKING:
     from codi2.plugins.decoders.sd_unclip import SDUnCLIPOptions
@@ -279,6 +284,7 @@ class SDUnCLIPDecoder(DiffusersDecoder):
         steps: int | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
+        on_step: Any = None,
     ) -> list[Media]:
         """One ``height x width`` RGB image per row of ``cond [B, 1, D]``.
 
@@ -305,16 +311,18 @@ class SDUnCLIPDecoder(DiffusersDecoder):
                     noise_level=self.options.noise_level,
                     generator=generator,
                     output_type="np",
+                    **step_callback(on_step, steps),
                 ).images
             finally:  # the stock call re-creates the normaliser's weights as trainable (see _class_labels)
                 self.image_normalizer.requires_grad_(False)
         else:
-            images = self._sample_with_reference(embeds, ref, steps, guidance, generator)
+            images = self._sample_with_reference(embeds, ref, steps, guidance, generator, on_step)
         pixels = (np.asarray(images) * 255).round().clip(0, 255).astype(np.uint8)
         return [Media("image", row) for row in pixels]
 
     def _sample_with_reference(
-        self, embeds: torch.Tensor, ref: torch.Tensor, steps: int, guidance: float, generator: torch.Generator | None
+        self, embeds: torch.Tensor, ref: torch.Tensor, steps: int, guidance: float, generator: torch.Generator | None,
+        on_step: Any = None,
     ) -> np.ndarray:
         """The stock pipeline's denoising loop with the reference latents concatenated to the
         UNet input. It exists only because ``StableUnCLIPImg2ImgPipeline`` cannot pass extra
@@ -336,7 +344,7 @@ class SDUnCLIPDecoder(DiffusersDecoder):
             rows, self.latent_channels, self.height, self.width, prompt.dtype, self.device, generator
         )
         step_kwargs = pipe.prepare_extra_step_kwargs(generator, 0.0)
-        for t in pipe.scheduler.timesteps:
+        for i, t in enumerate(pipe.scheduler.timesteps):
             model_input = torch.cat([latents, latents]) if use_cfg else latents
             model_input = torch.cat([pipe.scheduler.scale_model_input(model_input, t), ref], dim=1)
             pred = self.unet(model_input, t, encoder_hidden_states=prompt, class_labels=class_labels, return_dict=False)[0]
@@ -344,6 +352,8 @@ class SDUnCLIPDecoder(DiffusersDecoder):
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance * (cond - uncond)
             latents = pipe.scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+            if on_step is not None:
+                on_step(i + 1, len(pipe.scheduler.timesteps))
         image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
         return pipe.image_processor.postprocess(image, output_type="np")
 

@@ -24,6 +24,7 @@ from codi2.plugins.base import (
     noise_and_timesteps,
     prediction_target,
     resolve_device,
+    step_callback,
 )
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class ZeroscopeDecoder(DiffusersDecoder):
         steps: int | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
+        on_step: Any = None,
     ) -> list[Media]:
         """One clip per row of ``cond``: the stock pipeline with ``prompt_embeds=cond`` and the
         empty-prompt encoding as ``negative_prompt_embeds``."""
@@ -164,7 +166,7 @@ class ZeroscopeDecoder(DiffusersDecoder):
             prompt_embeds=embeds, negative_prompt_embeds=self.empty_prompt.expand(len(embeds), -1, -1),
             num_frames=self.options.num_frames, height=self.height, width=self.width,
             num_inference_steps=steps or self.options.steps, guidance_scale=guidance, generator=generator,
-            output_type="np",
+            output_type="np", **step_callback(on_step, steps or self.options.steps),
         )
         videos = (np.asarray(out.frames) * 255).round().clip(0, 255).astype(np.uint8)
         return [Media("video", v, fps=float(self.options.fps)) for v in videos]

@@ -183,24 +183,28 @@ class ToyDiffusionDecoder(DecoderBase):
         return F.mse_loss(self.denoise(x_t, t, cond.to(x0.device)), x0)
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, *, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDIM (eta 0) from Gaussian noise: clean signals ``[B, C, H, W]``."""
+    def sample(self, cond: torch.Tensor, *, steps: int | None = None, generator: torch.Generator | None = None,
+               on_step: Any = None) -> torch.Tensor:
+        """DDIM (eta 0) from Gaussian noise: clean signals ``[B, C, H, W]``; ``on_step(done, total)``
+        is called after each step."""
         from diffusers import DDIMScheduler
 
         scheduler = DDIMScheduler(**self.scheduler_config)
         scheduler.set_timesteps(steps or self.options.steps)
         device = self.alphas_cumprod.device
         x = per_item_noise((len(cond), self.in_channels, *self.sample_size), generator).to(device)
-        for t in scheduler.timesteps:
+        for i, t in enumerate(scheduler.timesteps):
             estimate = self.denoise(x, t.expand(len(x)).to(device), cond.to(device))
             x = scheduler.step(estimate, t, x).prev_sample
+            if on_step is not None:
+                on_step(i + 1, len(scheduler.timesteps))
         return x.clamp(-1, 1)
 
     @torch.no_grad()
-    def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None) -> list[Media]:
+    def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None, on_step=None) -> list[Media]:
         """One item per row of ``cond [B, N, D]``; ``guidance`` is not used (no unconditional
         branch was trained), ``reference`` neither (no fidelity path)."""
-        signals = self.sample(cond, steps=steps, generator=generator).cpu()
+        signals = self.sample(cond, steps=steps, generator=generator, on_step=on_step).cpu()
         if isinstance(generator, (list, tuple)):
             return self.to_media_batch(signals, list(generator))
         return [self.to_media(s, generator) for s in signals]
