@@ -216,6 +216,11 @@ def test_commands_run_on_a_saved_model(tiny_model, tmp_path, capsys):
     assert set(report["tasks"]) == {"composition", "audio_edit"} and report["model"] == str(model_dir)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "toy", "--n", "0"])
+    args = parser.parse_args(["bench", "toy", "--seeds", "0,1,2", "--inputs", "foreign"])
+    assert (args.seeds, args.inputs) == ([0, 1, 2], "foreign") and parser.parse_args(["bench", "toy"]).inputs == "world"
+    for bad in (["--seeds", "0,x"], ["--seeds", ","], ["--inputs", "paint"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "toy", *bad])
 
 
 def test_commands_import_no_torch():

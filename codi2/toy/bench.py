@@ -159,7 +159,7 @@ def _collect(model: Any, samples: list[Sample], options: dict[str, Any], seed: i
         stats["outputs"][1] += total
         copy_ok, _, _, copy_distance = _score(sample, answer_copy(sample))
         stats["copy_input"].append(copy_ok)
-        stats["copy_any"].append(copy_ok or any(_score(sample, c)[0] for c in copy_candidates(sample)))
+        stats["copy_any"].append(any(_score(sample, c)[0] for c in copy_candidates(sample)))
         if distance is not None:
             stats["lsd"].append(distance)
             stats["lsd_copy"].append(copy_distance)

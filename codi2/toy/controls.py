@@ -3,7 +3,7 @@
 Controls (each scored by the same analysers as the model):
 
 - **copy-any-input** (:func:`copy_candidates`) — every answer made only of the sample's own
-  inputs (each input image, each frame of an input clip, each input sound; in multi-round,
+  input items (as the world renders them) (each input image, each frame of an input clip, each input sound; in multi-round,
   the previous round's ground truth; for text answers the prompt). A case counts as solved when
   *any* such answer passes: the best input per case, so a task whose answer is often one of its
   inputs shows it (``video_next``'s shape rule has period 3 over 4 frames: its answer is frame 2).
@@ -81,7 +81,9 @@ def copy_candidates(sample: Sample) -> list[list[tuple[list[Media], str]]]:
     previous: list[Media] = []
     start = 0
     for k, prompt in enumerate(sample.prompts):
-        inputs = [m for name, m in sample.media.items() if "{" + name + "}" in prompt] if k == 0 else previous
+        # the input *items*, rendered by the world: on foreign inputs a copy is judged on what it
+        # shows, not on how well the analysers read another renderer's drawing
+        inputs = [w.to_media(item, name=name) for name, item in sample.inputs.items() if "{" + name + "}" in prompt] if k == 0 else previous
         wanted = {_modality(e) for e in sample.expected[start : start + sample.rounds[k]]}
         pools = []
         for modality in ("image", "audio"):
