@@ -11,7 +11,14 @@ from PIL import Image
 from codi2.toy import foreign as f
 from codi2.toy import world as w
 from codi2.toy.analysers import analyse_audio, analyse_image
-from codi2.toy.controls import copy_candidates, mean_interval, mismatched, proportion, unedited_pair, wilson
+from codi2.toy.controls import (
+    copy_candidates,
+    mean_interval,
+    mismatched,
+    proportion,
+    unedited_pair,
+    wilson,
+)
 from codi2.toy.tasks import make_samples
 from codi2.toy.world import AudioItem, ImageItem
 
@@ -50,7 +57,7 @@ def test_foreign_images_vary_and_are_deterministic():
     for seed in range(40):
         square = _square32(f.foreign_image(item, seed).data)
         mask = (255 - square.min(axis=-1)) > 100
-        ys, xs = np.nonzero(mask)
+        _, xs = np.nonzero(mask)
         assert abs(xs.mean() + 0.5 - 16) < 3.5
         assert 0.6 < mask.sum() / w.shape_mask("triangle", "small").sum() < 1.5
 
@@ -69,12 +76,12 @@ def test_foreign_tones_read_back_and_vary():
         assert media.sample_rate == w.SAMPLE_RATE and media.data.shape == (w.NUM_SAMPLES,)
         assert analyse_audio(media).item == item, media.meta
         assert not np.allclose(media.data, w.render_audio(item)[: media.data.size], atol=1e-2)
-        rates.add(media.meta["source_sample_rate"] if "source_sample_rate" in media.meta else w.SAMPLE_RATE)
+        rates.add(media.meta.get("source_sample_rate", w.SAMPLE_RATE))
         channels.add(media.meta["foreign"].split(", ")[1])
     assert len(rates) >= 3 and channels == {"mono", "stereo"}
     item = AudioItem("G4", "square", "bell")
     assert np.array_equal(f.foreign_audio(item, 1).data, f.foreign_audio(item, 1).data)
-    samples, rate = f.synthesise(item, random.Random(0))
+    samples, _ = f.synthesise(item, random.Random(0))
     assert np.abs(samples).max() <= 10 ** (f.GAIN_DB[1] / 20) + 1e-6
 
 

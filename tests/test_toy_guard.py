@@ -63,7 +63,7 @@ def test_shipped_model_keeps_its_measured_accuracy(shipped, task, held_out, fore
 
 def test_the_guard_can_fail():
     """The same scoring on the same cases gives the copy-the-input answer no pass: the threshold bites."""
-    for task, held_out, foreign in THRESHOLDS:
+    for (task, held_out, foreign), threshold in THRESHOLDS.items():
         samples = _cases(task, held_out, foreign)
         passed = sum(_passed(s, answer_copy(s)) for s in samples)
-        assert passed < THRESHOLDS[(task, held_out, foreign)], task
+        assert passed < threshold, task

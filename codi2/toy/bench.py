@@ -28,7 +28,6 @@ from __future__ import annotations
 import random
 import sys
 import time
-from dataclasses import replace
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -336,10 +335,11 @@ def _with_ci(group: dict[str, Any], key: str) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """The report as a plain-text table (every rate with its 95 % interval), goals beneath."""
     seeds = ",".join(str(s) for s in report.get("seeds", [report["seed"]]))
-    lines = [f"codi2 bench toy: n={report['n']} per group and seed, seeds {seeds}, inputs {report.get('inputs', 'world')} "
-             f"({report['seconds']:.1f} s); [95 % interval]", "",
-             f"{'task':16s} {'group':16s} {'model':>17s} {'copy-any':>17s} {'copy-last':>10s} {'no-examples':>17s} "
-             f"{'mismatched':>17s} {'follows pair':>13s} {'LSD (copy)':>12s}"]
+    title = (f"codi2 bench toy: n={report['n']} per group and seed, seeds {seeds}, inputs {report.get('inputs', 'world')} "
+             f"({report['seconds']:.1f} s); [95 % interval]")
+    header = (f"{'task':16s} {'group':16s} {'model':>17s} {'copy-any':>17s} {'copy-last':>10s} {'no-examples':>17s} "
+              f"{'mismatched':>17s} {'follows pair':>13s} {'LSD (copy)':>12s}")
+    lines = [title, "", header]
     for name, t in report["tasks"].items():
         for group, g in t.items():
             if group == "title":

@@ -93,7 +93,7 @@ def copy_candidates(sample: Sample) -> list[list[tuple[list[Media], str]]]:
             if modality == "image":
                 pool += [Media("image", frame, name=m.name) for m in inputs if m.modality == "video" for frame in m.data]
             pools.append([[m] for m in pool] or [[]])
-        per_turn.append([(sum(choice, []), prompt) for choice in itertools.product(*pools)] if pools else [([], prompt)])
+        per_turn.append([([m for part in choice for m in part], prompt) for choice in itertools.product(*pools)] if pools else [([], prompt)])
         previous = [t for t in sample.targets[start : start + sample.rounds[k]] if isinstance(t, Media)]
         start += sample.rounds[k]
     return [list(turns) for turns in itertools.product(*per_turn)]

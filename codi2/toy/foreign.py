@@ -141,7 +141,7 @@ def _describe(style: dict) -> str:
 def synthesise(item: w.AudioItem, rng: random.Random) -> tuple[np.ndarray, int]:
     """``(samples [n] or [n, 2], sample_rate)`` of ``item``, synthesised independently."""
     rate = rng.choice(SAMPLE_RATES)
-    n = int(round(w.DURATION * rate))
+    n = round(w.DURATION * rate)
     t = np.arange(n) / rate
     f0 = w.PITCHES[item.pitch]
     phase = rng.uniform(0, 2 * math.pi)
