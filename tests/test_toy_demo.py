@@ -93,8 +93,8 @@ class Oracle:
             out = [read["a"].with_(overlay=overlay)]
         elif prompt.startswith("Given the transformation"):
             a, b, c = read["a"], read["b"], read["c"]
-            field = next(f for f in ("shape", "colour", "size") if getattr(a, f) != getattr(b, f))
-            out = [c.with_(**{field: getattr(b, field)})]
+            field = next((f for f in ("shape", "colour", "size") if getattr(a, f) != getattr(b, f)), None)
+            out = [c.with_(**{field: getattr(b, field)}) if field else c]  # an unedited pair: give c back
         elif prompt.startswith("We overlaid"):
             out = [read["c"].with_(overlay=read["b"].overlay)]
         elif prompt.startswith("Apply"):  # no examples: nothing to go on, give c back
@@ -173,9 +173,12 @@ def test_bench_with_a_tiny_model_reports_every_task(tiny_model):
         groups = report["tasks"][name]
         assert "accuracy" in groups["seen"] and "copy_input" in groups["seen"]
         assert ("held_out" in groups) == info.can_hold_out
-        if info.exemplar:
-            assert "no_examples" in groups["seen"] and "no_examples" in groups["held_out"]
-    assert set(report["goals"]) == {"exemplar_held_out_accuracy", "audio_edit_lsd_ratio"}
+        for group in ("seen", "held_out"):
+            if group in groups:
+                assert set(groups[group]["ci95"]) >= {"accuracy", "copy_input", "copy_any"}
+                assert ("mismatched" in groups[group] and "no_examples" in groups[group]) == info.exemplar
+    assert set(report["goals"]) == {"exemplar_held_out_accuracy", "audio_edit_lsd_ratio", "foreign_every_task_accuracy"}
+    assert report["goals"]["foreign_every_task_accuracy"]["met"] is None  # world inputs only: not measured
     assert "goals:" in format_report(report)
 
 
@@ -185,9 +188,15 @@ def test_bench_measures_what_it_claims():
         for group in ("seen", "held_out"):
             if group in groups:
                 assert groups[group]["accuracy"] == 1.0, (name, group)
-    # copying the input never solves a task here (every answer differs from its input)
-    assert all(g["copy_input"] == 0.0 for t in report["tasks"].values() for k, g in t.items() if k != "title")
-    assert report["exemplar_held_out"] == {"accuracy": 1.0, "no_examples": 0.0, "copy_input": 0.0}
+    # copying the input never solves a task here (every answer differs from its input), nor does
+    # copying any input (the seeds give no video_next or composition case a copyable answer)
+    assert all(g["copy_input"] == 0.0 and g["copy_any"] == 0.0 for t in report["tasks"].values() for k, g in t.items() if k != "title")
+    # the oracle reads the pair: an unedited pair gives c back, a mismatched pair another edit
+    ex = report["exemplar_held_out"]
+    assert (ex["accuracy"], ex["no_examples"], ex["mismatched"], ex["copy_any"], ex["n"]) == (1.0, 0.0, 0.0, 0.0, 6)
+    assert ex["ci95"]["accuracy"][1] == 1.0 and 0.5 < ex["ci95"]["accuracy"][0] < 0.7  # Wilson, 6 of 6
+    for name in ("image_exemplar", "audio_exemplar"):
+        assert report["tasks"][name]["held_out"]["follows_pair"] == 1.0
     goals = report["goals"]
     assert goals["exemplar_held_out_accuracy"] == {"goal": ">= 0.90", "measured": 1.0, "met": True}
     assert goals["audio_edit_lsd_ratio"]["met"] is True and goals["audio_edit_lsd_ratio"]["measured"] < 0.5
@@ -213,6 +222,11 @@ def test_commands_run_on_a_saved_model(tiny_model, tmp_path, capsys):
     assert set(report["tasks"]) == {"composition", "audio_edit"} and report["model"] == str(model_dir)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "toy", "--n", "0"])
+    args = parser.parse_args(["bench", "toy", "--seeds", "0,1,2", "--inputs", "foreign"])
+    assert (args.seeds, args.inputs) == ([0, 1, 2], "foreign") and parser.parse_args(["bench", "toy"]).inputs == "world"
+    for bad in (["--seeds", "0,x"], ["--seeds", ","], ["--inputs", "paint"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "toy", *bad])
 
 
 def test_commands_import_no_torch():
