@@ -69,6 +69,15 @@ def test_answer_latency(workdir, capsys):
     assert details["tokens"] >= 2 and details["answer"], "the forced answer has text and an image"
 
 
+def test_batch_throughput(workdir, capsys):
+    result = run("batch_throughput", ["--batch", "3", "--repeats", "1", "--warmup", "0", "--workdir", workdir], capsys)
+    figs = figures(result, "items_per_s_ratio", "batch_items_per_s", "single_items_per_s")
+    assert figs["items_per_s_ratio"]["goal"] == ">= 3"
+    details = result["details"]
+    assert details["mismatched_answers"] == 0, "both sides must give the same answers"
+    assert details["media_per_round"] >= 2 and details["batch"] == 3
+
+
 def test_kv_cache(workdir, capsys):
     argv = ["--size", "tiny", "--long", "48", "--short", "16", "--tokens-a", "2", "--tokens-b", "4",
             "--repeats", "1", "--warmup", "0", "--workdir", workdir]
