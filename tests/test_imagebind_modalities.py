@@ -80,7 +80,9 @@ def test_depth_rejects_what_is_not_metric_depth(modalities, tmp_path):
         modalities.load(np.full((4, 4), np.nan), "depth")
     with pytest.raises(MediaDecodeError, match=r"shape \(2, 4, 4\)"):
         modalities.load(np.ones((2, 4, 4)), "depth")
-    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with open(tmp_path / "objects.npy", "wb") as fh:  # an object array: its body is a pickle
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        fh.write(b"\x80\x04\x95" + b"\x00" * 40)
     with pytest.raises(MediaDecodeError, match="not a readable .npy"):  # never unpickled
         modalities.load(tmp_path / "objects.npy", "depth")
     (tmp_path / "cut.npy").write_bytes((tmp_path / "objects.npy").read_bytes()[:20])
