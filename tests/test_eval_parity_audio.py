@@ -22,33 +22,18 @@ import importlib.util
 import os
 import sys
 import types
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from _toolkits import require
 
 from codi2.evaluation.networks.cnn14 import Cnn14, Cnn14Config, load_cnn14, save_cnn14
-from codi2.evaluation.toolkits import TOOLKITS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RATE = 16000
-
-
-def require(distribution: str) -> None:
-    """The reference must be installed at the version codi2's reports cite; on CI it must be."""
-    try:
-        installed = version(distribution)
-    except PackageNotFoundError:
-        message = f"reference not installed: pip install --no-deps {distribution}=={TOOLKITS[distribution]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI installs it (.ci/run): parity must never be skipped there
-        pytest.skip(message)
-    assert installed == TOOLKITS[distribution], (
-        f"{distribution} {installed} is installed, codi2.evaluation.toolkits cites {TOOLKITS[distribution]}")
-
 
 def _stand_in(name: str, **attrs) -> types.ModuleType:
     module = types.ModuleType(name)

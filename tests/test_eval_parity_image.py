@@ -13,37 +13,21 @@ the same (tiny random) networks.
 
 from __future__ import annotations
 
-import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+from _toolkits import require
 from PIL import Image
 
 from codi2.core.media import load_media
 from codi2.evaluation import plugin
 from codi2.evaluation.tasks import score_folders
-from codi2.evaluation.toolkits import TOOLKITS
 from codi2.registry import Registry
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def require(distribution: str) -> None:
-    """The reference must be installed at the version codi2's reports cite; on CI it must be."""
-    try:
-        installed = version(distribution)
-    except PackageNotFoundError:
-        message = f"reference not installed: pip install {distribution}=={TOOLKITS[distribution]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI installs it (.ci/run): parity must never be skipped there
-        pytest.skip(message)
-    assert installed == TOOLKITS[distribution], (
-        f"{distribution} {installed} is installed, codi2.evaluation.toolkits cites {TOOLKITS[distribution]}")
-
 
 def _image(seed: int, size: int = 299) -> np.ndarray:
     rng = np.random.default_rng(seed)
