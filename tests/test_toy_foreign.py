@@ -70,15 +70,17 @@ def test_foreign_video_has_one_style_per_clip():
 
 
 def test_foreign_tones_read_back_and_vary():
-    rates, channels = set(), set()
-    for k, item in enumerate(w.all_audio_items()[::5]):
+    rates, channels, formats = set(), set(), set()
+    for k, item in enumerate(w.all_audio_items()[::3]):
         media = f.foreign_audio(item, k)
         assert media.sample_rate == w.SAMPLE_RATE and media.data.shape == (w.NUM_SAMPLES,)
         assert analyse_audio(media).item == item, media.meta
         assert not np.allclose(media.data, w.render_audio(item)[: media.data.size], atol=1e-2)
         rates.add(media.meta.get("source_sample_rate", w.SAMPLE_RATE))
         channels.add(media.meta["foreign"].split(", ")[1])
+        formats.add(media.meta["format"])
     assert len(rates) >= 3 and channels == {"mono", "stereo"}
+    assert formats == {"wav", "flac", "ogg", "mp3"}
     item = AudioItem("G4", "square", "bell")
     assert np.array_equal(f.foreign_audio(item, 1).data, f.foreign_audio(item, 1).data)
     samples, _ = f.synthesise(item, random.Random(0))

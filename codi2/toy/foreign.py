@@ -18,8 +18,8 @@ area centred, so the encoder's centre crop sees it whole), optionally given an a
 start phase, other fade lengths (2-40 ms, linear or raised cosine), gain -12..0 dB below the
 world's peak, at a sample rate of 8, 11.025, 22.05, 32, 44.1 or 48 kHz (harmonics above the
 Nyquist limit left out), mono or stereo, rain drawn from another noise generator and band
-(FFT band-pass, same 3-6 kHz band), bells struck with a random phase; saved as WAV or FLAC
-and read back through :func:`codi2.core.media.load_audio` (resampled to 16 kHz, mixed to mono).
+(FFT band-pass, same 3-6 kHz band), bells struck with a random phase; saved as WAV, FLAC,
+OGG Vorbis or MP3 (every format the loader reads) and read back through :func:`codi2.core.media.load_audio` (resampled to 16 kHz, mixed to mono).
 
 **Video**: every frame a foreign image of one shared drawing style (one clip, one software).
 
@@ -49,6 +49,8 @@ JPEG_QUALITY = (70, 90)
 SIDES = (24, 32, 48, 64, 96, 128, 160)
 SAMPLE_RATES = (8000, 11025, 22050, 32000, 44100, 48000)
 GAIN_DB = (-12.0, 0.0)
+#: container -> soundfile subtype of the saved tone
+AUDIO_CODECS = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}
 
 
 def _style(rng: random.Random) -> dict:
@@ -184,16 +186,16 @@ def synthesise(item: w.AudioItem, rng: random.Random) -> tuple[np.ndarray, int]:
 
 
 def foreign_audio(item: w.AudioItem, seed: int | str, *, name: str | None = None) -> Media:
-    """``item`` synthesised independently, saved as WAV or FLAC and read back by the media loader."""
+    """``item`` synthesised independently, saved as WAV, FLAC, OGG or MP3 and read back by the media loader."""
     import soundfile
 
     from codi2.core.media import load_audio
 
     rng = random.Random(f"foreign-audio/{seed}")
     samples, rate = synthesise(item, rng)
-    fmt = rng.choice(("WAV", "FLAC"))
+    fmt = rng.choice(sorted(AUDIO_CODECS))
     buffer = io.BytesIO()
-    soundfile.write(buffer, samples, rate, format=fmt, subtype="PCM_16")
+    soundfile.write(buffer, samples, rate, format=fmt, subtype=AUDIO_CODECS[fmt])
     media = load_audio(buffer.getvalue(), name=name)
     media.meta.update(caption=w.caption(item), foreign=f"{rate} Hz, {'stereo' if samples.ndim == 2 else 'mono'}, {fmt}")
     return media

@@ -69,6 +69,14 @@ class RecipeSettings:
     rain_seeds: int = 3
     #: toy-encoder architecture options (width, heads, blocks, embed_dim)
     encoder_size: dict[str, int] = field(default_factory=dict)
+    #: the toy encoder's audio loudness normalisation (``ToyEncoderOptions.audio_loudness``)
+    audio_loudness: str = "rms"
+    #: augmented views (:mod:`codi2.toy.augment`) per world item: in the encoder phase (beside
+    #: the exact render, half of every minibatch) and in the MLLM dataset (a pool each input is
+    #: picked from; the exact render with probability ``mllm_exact``)
+    encoder_views: int = 16
+    mllm_views: int = 8
+    mllm_exact: float = 0.3
     image_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
     audio_channels: list[int] = field(default_factory=lambda: [64])
     llm_hidden: int = 128
@@ -101,7 +109,7 @@ class RecipeSettings:
             image_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
             audio_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
             mllm=PhaseBudget(0.3, 6, 4, 1e-3),
-            threads=1, rain_seeds=1, image_channels=[8, 16], audio_channels=[16], llm_hidden=32, llm_layers=1, llm_heads=2,
+            threads=1, rain_seeds=1, encoder_views=1, mllm_views=2, image_channels=[8, 16], audio_channels=[16], llm_hidden=32, llm_layers=1, llm_heads=2,
             samples_per_task=2, eval_per_task=1, eval_steps=2,
         )
 
@@ -147,6 +155,11 @@ def world_items(rain_seeds: int) -> tuple[list[Any], list[Any]]:
 # --- 2. the encoder ------------------------------------------------------------------------------
 
 
+def encoder_options(settings: RecipeSettings) -> dict[str, Any]:
+    """The toy-encoder options every phase's configuration repeats (size and preprocessing)."""
+    return {**settings.encoder_size, "audio_loudness": settings.audio_loudness}
+
+
 def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
@@ -154,14 +167,19 @@ def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None
     from codi2.plugins.encoders.imagebind import preprocess as pre
     from codi2.plugins.toy import ToyEncoderOptions, load_encoder
     from codi2.plugins.toy.encoder import save_encoder
+    from codi2.toy import augment
     from codi2.toy import world as w
 
     images, audio = world_items(settings.rain_seeds)
-    encoder = load_encoder(ToyEncoderOptions(random_init=True, seed=settings.seed, **settings.encoder_size))
+    encoder = load_encoder(ToyEncoderOptions(random_init=True, seed=settings.seed, **encoder_options(settings)))
     net = encoder.model
     net.requires_grad_(True)
     x_img = encoder.inputs([m for _, m in images], "image")
     x_aud = encoder.inputs([m for _, m in audio], "audio")
+    t0 = time.monotonic()
+    aug_img, aug_img_items = augment.encoder_views(encoder, [i for i, _ in images], settings.encoder_views, settings.seed)
+    aug_aud, aug_aud_items = augment.encoder_views(encoder, w.all_audio_items(), settings.encoder_views, settings.seed)
+    log(f"encoder: {len(aug_img) + len(aug_aud)} augmented views in {time.monotonic() - t0:.0f} s")
     t_img = pre.text_tokens([w.caption(i) for i, _ in images])
     t_aud = pre.text_tokens([w.caption(i) for i, _ in audio])
 
@@ -179,6 +197,8 @@ def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None
                                         w.OVERLAYS.index(a.overlay)] for a in audio_items])
     audio_labels = torch.tensor([audio_items.index(i) for i, _ in audio]) + len(images)
     image_labels = torch.arange(len(images))
+    aug_img_labels = torch.tensor([[i for i, _ in images].index(i) for i in aug_img_items])
+    aug_aud_labels = torch.tensor([audio_items.index(i) for i in aug_aud_items]) + len(images)
 
     def prototypes() -> torch.Tensor:
         img = tables["colour"][image_attrs[:, 0]] + tables["shape"][image_attrs[:, 1]] + tables["size"][image_attrs[:, 2]]
@@ -195,7 +215,10 @@ def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None
         protos = prototypes()
         loss = torch.zeros(())
         for tower, x, labels in (("vision", x_img, image_labels), ("audio", x_aud, audio_labels),
+                                 ("vision", aug_img, aug_img_labels), ("audio", aug_aud, aug_aud_labels),
                                  ("text", t_img, image_labels), ("text", t_aud, audio_labels)):
+            if not len(x):
+                continue
             if settings.encoder.batch:  # a random minibatch per tower (more, cheaper updates)
                 pick = torch.randperm(len(x), generator=gen)[: settings.encoder.batch]
                 x, labels = x[pick], labels[pick]
@@ -216,6 +239,13 @@ def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None
         for tower, x, labels in (("image", x_img, image_labels), ("audio", x_aud, audio_labels)):
             emb = net.embed("vision" if tower == "image" else "audio", x)
             metrics[f"{tower}_to_prototype"] = round(float((emb @ protos.T).argmax(1).eq(labels).float().mean()), 3)
+        # augmented views the phase never trained on (other seeds): robustness, as trained
+        for tower, items, labels in (("image", [i for i, _ in images], image_labels),
+                                     ("audio", audio_items, torch.arange(len(audio_items)) + len(images))):
+            x, seen = augment.encoder_views(encoder, items, 2, settings.seed + 10**6)
+            emb = net.embed("vision" if tower == "image" else "audio", x)
+            want = labels[torch.tensor([items.index(i) for i in seen])]
+            metrics[f"{tower}_views_to_prototype"] = round(float((emb @ protos.T).argmax(1).eq(want).float().mean()), 3)
     log(f"encoder done: {clock.step} steps in {clock.elapsed:.0f} s; {metrics}")
     return {"steps": clock.step, "seconds": round(clock.elapsed, 1), "final_loss": round(loss.item(), 4), **metrics}
 
@@ -248,7 +278,7 @@ def encoder_metrics(encoder: Any, images: list, audio: list) -> dict[str, float]
 
 def decoder_options(settings: RecipeSettings, out: Path, modality: str, **extra: Any) -> dict[str, Any]:
     channels = settings.image_channels if modality == "image" else settings.audio_channels
-    return {"encoder": {"weights": str(out / ENCODER_FILE), **settings.encoder_size}, "channels": list(channels), **extra}
+    return {"encoder": {"weights": str(out / ENCODER_FILE), **encoder_options(settings)}, "channels": list(channels), **extra}
 
 
 def train_decoder(modality: str, settings: RecipeSettings, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -340,7 +370,7 @@ def llm_corpus() -> list[str]:
 def model_config(settings: RecipeSettings, out: Path, encoder_dim: int) -> dict[str, Any]:
     """The codi2 configuration of the toy model, with weight paths inside ``out``."""
     return {
-        "encoders": [{"plugin": "toy-encoder", "options": {"weights": str(out / ENCODER_FILE), **settings.encoder_size}}],
+        "encoders": [{"plugin": "toy-encoder", "options": {"weights": str(out / ENCODER_FILE), **encoder_options(settings)}}],
         "llm": {"plugin": "toy-llm", "options": {"model": str(out / LLM_DIR), "init": "random", "trainable": "full", "dtype": "float32"}},
         "decoders": {
             "image": {"plugin": "toy-image-decoder", "options": decoder_options(settings, out, "image", weights=str(out / IMAGE_DECODER_FILE))},
@@ -364,11 +394,15 @@ def toy_registry() -> Any:
     return registry
 
 
-def write_dataset(samples: list[Any], folder: Path) -> Path:
+def write_dataset(samples: list[Any], folder: Path, pool: Any = None, seed: int = 0) -> Path:
     """The task samples' conversations as a codi2 JSONL dataset (:mod:`codi2.training.data`):
     ``folder/train.jsonl`` and ``folder/media/`` (one file per distinct item, named by content;
-    images PNG, audio 16-bit WAV, video GIF — all lossless for this world)."""
+    images PNG, audio 16-bit WAV, video GIF — all lossless for this world). With ``pool`` (an
+    :class:`codi2.toy.augment.ViewPool`), each conversation's inputs are views drawn from it."""
+    import random
+
     from codi2.core.types import Media
+    from codi2.toy.augment import augment_conversation
     from codi2.toy.demo import save_lossless
     from codi2.training.data import write_jsonl
 
@@ -383,8 +417,10 @@ def write_dataset(samples: list[Any], folder: Path) -> Path:
             paths[key] = "media/" + save_lossless(media, folder / "media" / key[:20]).name
         return {**{k: v for k, v in part.items() if k != "data"}, "path": paths[key]}
 
+    rng = random.Random(f"dataset/{seed}")
     records = ({"id": f"{s.task}-{k}", "meta": {"task": s.task, "variant": s.variant},
-                "messages": [{**m, "content": [on_disk(p) for p in m["content"]]} for m in s.conversation]}
+                "messages": [{**m, "content": [on_disk(p) for p in m["content"]]}
+                             for m in (augment_conversation(s, pool, rng) if pool else s.conversation)]}
                for k, s in enumerate(samples))
     path = folder / "train.jsonl"
     write_jsonl(path, records)
@@ -424,12 +460,15 @@ def train_mllm(settings: RecipeSettings, out: Path, log: Callable[[str], None], 
         samples = [s for k, task in enumerate(tasks.TASKS)
                    for s in tasks.make_samples(task, settings.samples_per_task * settings.task_weight.get(task, 1),
                                                seed=settings.seed + k, split="train")]
-        write_dataset(samples, data.parent)
-        log(f"mllm: {len(samples)} training conversations written to {data}")
+        from codi2.toy.augment import ViewPool
+
+        pool = ViewPool(settings.mllm_views, settings.seed, exact=settings.mllm_exact)
+        write_dataset(samples, data.parent, pool, settings.seed)
+        log(f"mllm: {len(samples)} training conversations written to {data} ({time.monotonic() - start:.0f} s)")
     if not (out / INIT_DIR / "config.json").is_file():  # the untrained model the run starts from
         build_toy_llm_dir(out / LLM_DIR, llm_corpus(), hidden_size=settings.llm_hidden, layers=settings.llm_layers, heads=settings.llm_heads)
         torch.manual_seed(settings.seed)
-        embed_dim = settings.encoder_size.get("embed_dim", 64)
+        embed_dim = int(settings.encoder_size.get("embed_dim", 64))
         assemble(ModelConfig.from_dict(model_config(settings, out, embed_dim), source="toy recipe"), registry=registry).save_pretrained(out / INIT_DIR)
     config_file = out / "mllm-train.json"
     config_file.write_text(json.dumps(train_config(settings, out, data), indent=2) + "\n")

@@ -66,6 +66,10 @@ class ToyEncoderOptions(BaseModel):
     heads: int = Field(4, ge=1)
     blocks: int = Field(2, ge=1)
     video_frames: int = Field(4, ge=1)  # frames (tokens) a video item is read as
+    #: audio loudness normalisation before the filterbank: "rms" scales every clip to one RMS
+    #: level (a quiet recording means the same as a loud one; the recipe's choice), "none" reads
+    #: the waveform as is (models trained before the option existed)
+    audio_loudness: Literal["none", "rms"] = "none"
     seed: int = 0
 
 

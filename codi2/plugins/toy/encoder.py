@@ -31,6 +31,9 @@ from codi2.plugins.encoders.imagebind.model import ImageBindModel
 
 NAME = "toy-encoder"
 TOWERS = ("vision", "audio", "text")
+#: ``audio_loudness="rms"``: every clip is scaled to this RMS (about a world tone's), by at most
+#: MAX_GAIN, so near-silence is not blown up into noise
+TARGET_RMS, MAX_GAIN = 0.25, 100.0
 
 
 def toy_size(options: Any) -> ImageBindSize:
@@ -76,7 +79,7 @@ class ToyEncoder(ImageBindEncoder):
     @property
     def identity(self) -> str:
         weights = f"random-{id(self):x}" if self.weights == "random" else self.weights
-        return f"{NAME}(size={self.size_tag};weights={weights};video_frames={self.video_frames})"
+        return f"{NAME}(size={self.size_tag};weights={weights};video_frames={self.video_frames};audio_loudness={self.options.audio_loudness})"
 
     def tokens_per_item(self, modality: str) -> int:
         self.check_modality(modality)
@@ -89,6 +92,11 @@ class ToyEncoder(ImageBindEncoder):
             raise MediaError(f"video must be uint8 [frames, H, W, 3], got {data.dtype} {data.shape}", item=item.label)
         picks = np.linspace(0, len(data) - 1, self.video_frames).round().astype(int)
         return data[picks]
+
+    def _views(self, item: Media, modality: str) -> torch.Tensor:
+        if modality == "audio" and self.options.audio_loudness == "rms" and isinstance(item.data, np.ndarray):
+            item = Media("audio", loudness_normalised(item.data), sample_rate=item.sample_rate, name=item.name)
+        return super()._views(item, modality)
 
     def inputs(self, items: Sequence[Media], modality: str) -> torch.Tensor:
         """The network inputs of ``items`` (one view each; video: one per frame), for training."""
@@ -110,6 +118,16 @@ class ToyEncoder(ImageBindEncoder):
             x = x.to(dtype=param.dtype)
         out = torch.cat([self.model.embed(tower, chunk.to(param.device)) for chunk in x.split(self.batch_size)])
         return out.float().view(len(items), tokens, self.embed_dim)
+
+
+def loudness_normalised(wave: np.ndarray) -> np.ndarray:
+    """``wave`` scaled to :data:`TARGET_RMS` (gain capped at :data:`MAX_GAIN`); a log-mel input
+    then no longer depends on the recording's level."""
+    wave = np.asarray(wave, dtype=np.float32)
+    rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if wave.size else 0.0
+    if rms == 0.0:
+        return wave
+    return wave * np.float32(min(TARGET_RMS / rms, MAX_GAIN))
 
 
 def save_encoder(encoder_model: ImageBindModel, path: str | Path) -> Path:
