@@ -124,3 +124,14 @@ def test_rms_loudness_makes_audio_features_gain_invariant():
     assert np.array_equal(loudness_normalised(np.zeros(100, np.float32)), np.zeros(100))  # silence stays silence
     assert np.abs(loudness_normalised(np.full(100, 1e-6, np.float32))).max() <= 1e-4 + 1e-9  # gain capped
     assert torch.is_tensor(encoder.inputs([Media("audio", wave, sample_rate=16000)], "audio"))
+
+
+def test_rolled_shifts_each_image_within_the_bound():
+    import torch
+
+    x = torch.zeros(6, 3, 20, 20)
+    x[:, :, 10, 10] = 1.0
+    out = A.rolled(x, 3, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
+    where = [tuple(torch.nonzero(img[0])[0].tolist()) for img in out]
+    assert all(abs(r - 10) <= 3 and abs(c - 10) <= 3 for r, c in where) and len(set(where)) > 1

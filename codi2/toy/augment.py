@@ -227,6 +227,15 @@ def encoder_views(encoder: Any, items: list[Any], k: int, seed: int) -> tuple[An
     return encoder.inputs(views, modality), order
 
 
+def rolled(x: Any, most: int, generator: Any) -> Any:
+    """Each image tensor of ``x`` ``[B, C, H, W]`` rolled by its own random shift of up to
+    ``most`` pixels per axis (what wraps around is the white margin of a world image)."""
+    import torch
+
+    shifts = torch.randint(-most, most + 1, (len(x), 2), generator=generator).tolist()
+    return torch.stack([torch.roll(img, (dy, dx), dims=(1, 2)) for img, (dy, dx) in zip(x, shifts)])
+
+
 def augment_conversation(sample: Any, pool: ViewPool, rng: random.Random) -> list[dict[str, Any]]:
     """``sample.conversation`` with each user-supplied input (a part named after one of
     ``sample.inputs``) replaced by a pooled view of its item; answers and targets stay exact."""
@@ -249,4 +258,4 @@ def augment_conversation(sample: Any, pool: ViewPool, rng: random.Random) -> lis
     return out
 
 
-__all__ = ["ViewPool", "audio_file", "audio_view", "augment_conversation", "coverage", "encoder_views", "image_file", "image_view", "video_view", "view"]
+__all__ = ["ViewPool", "audio_file", "audio_view", "augment_conversation", "coverage", "encoder_views", "rolled", "image_file", "image_view", "video_view", "view"]

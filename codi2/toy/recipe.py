@@ -75,6 +75,11 @@ class RecipeSettings:
     #: the exact render, half of every minibatch) and in the MLLM dataset (a pool each input is
     #: picked from; the exact render with probability ``mllm_exact``)
     encoder_views: int = 16
+    #: augmented views per vision/audio minibatch of the encoder phase (beside ``encoder.batch`` exact ones)
+    encoder_view_batch: int = 24
+    #: the augmented images also rolled by up to this many pixels of the 224-px input per step
+    #: (the white margin wraps around), so the pool's shifts are not memorised
+    encoder_roll: int = 12
     mllm_views: int = 8
     mllm_exact: float = 0.3
     image_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
@@ -109,7 +114,7 @@ class RecipeSettings:
             image_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
             audio_decoder=PhaseBudget(0.2, 3, 4, 1e-3),
             mllm=PhaseBudget(0.3, 6, 4, 1e-3),
-            threads=1, rain_seeds=1, encoder_views=1, mllm_views=2, image_channels=[8, 16], audio_channels=[16], llm_hidden=32, llm_layers=1, llm_heads=2,
+            threads=1, rain_seeds=1, encoder_views=1, encoder_view_batch=2, mllm_views=2, image_channels=[8, 16], audio_channels=[16], llm_hidden=32, llm_layers=1, llm_heads=2,
             samples_per_task=2, eval_per_task=1, eval_steps=2,
         )
 
@@ -214,17 +219,22 @@ def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None
             group["lr"] = clock.lr()
         protos = prototypes()
         loss = torch.zeros(())
-        for tower, x, labels in (("vision", x_img, image_labels), ("audio", x_aud, audio_labels),
-                                 ("vision", aug_img, aug_img_labels), ("audio", aug_aud, aug_aud_labels),
-                                 ("text", t_img, image_labels), ("text", t_aud, audio_labels)):
-            if not len(x):
-                continue
-            if settings.encoder.batch:  # a random minibatch per tower (more, cheaper updates)
-                pick = torch.randperm(len(x), generator=gen)[: settings.encoder.batch]
-                x, labels = x[pick], labels[pick]
-            emb = net.embed(tower, x)
-            logits = emb @ protos.T / ENCODER_TEMPERATURE
-            loss = loss + F.cross_entropy(logits, labels) + ENCODER_PULL * (emb - protos[labels]).pow(2).sum(-1).mean()
+        batch, views = settings.encoder.batch, settings.encoder_view_batch
+        for tower, sources in (("vision", [(x_img, image_labels, batch), (aug_img, aug_img_labels, views)]),
+                               ("audio", [(x_aud, audio_labels, batch), (aug_aud, aug_aud_labels, views)]),
+                               ("text", [(t_img, image_labels, batch), (t_aud, audio_labels, batch)])):
+            # a random minibatch per source (more, cheaper updates), one forward pass per tower
+            sources = [source for source in sources if len(source[0])]
+            picks = [torch.randperm(len(x), generator=gen)[:n] if n else torch.arange(len(x)) for x, _, n in sources]
+            xs = [x[p] for (x, _, _), p in zip(sources, picks)]
+            if tower == "vision" and len(xs) > 1 and settings.encoder_roll:  # fresh shifts every step
+                xs[1] = augment.rolled(xs[1], settings.encoder_roll, gen)
+            embs = net.embed(tower, torch.cat(xs))
+            for (_, labels, _), p, emb in zip(sources, picks, embs.split([len(p) for p in picks])):
+                if len(p):
+                    labels = labels[p]
+                    logits = emb @ protos.T / ENCODER_TEMPERATURE
+                    loss = loss + F.cross_entropy(logits, labels) + ENCODER_PULL * (emb - protos[labels]).pow(2).sum(-1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
