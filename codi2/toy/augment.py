@@ -28,7 +28,6 @@ once, so the training loops only index into it.
 from __future__ import annotations
 
 import io
-import math
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -258,4 +257,4 @@ def augment_conversation(sample: Any, pool: ViewPool, rng: random.Random) -> lis
     return out
 
 
-__all__ = ["ViewPool", "audio_file", "audio_view", "augment_conversation", "coverage", "encoder_views", "rolled", "image_file", "image_view", "video_view", "view"]
+__all__ = ["ViewPool", "audio_file", "audio_view", "augment_conversation", "coverage", "encoder_views", "image_file", "image_view", "rolled", "video_view", "view"]

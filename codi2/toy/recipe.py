@@ -6,14 +6,19 @@
    item, the normalised sum of fixed random attribute vectors (colour, shape, size, overlay;
    the cross-modal rule shares vectors: colour = pitch, shape = waveform). So the space is aligned
    across image/audio/text and attributes compose — which is what lets the LLM reach held-out
-   combinations. A squared pull toward the prototype tightens the geometry.
+   combinations. A squared pull toward the prototype tightens the geometry. Augmented views
+   (:mod:`codi2.toy.augment`: other canvas sizes, anti-aliased edges, shifts, scales, colours,
+   JPEG/WebP, alpha; other sample rates, stereo, gains, phases, fades, FLAC/OGG/MP3) are pulled
+   to the same prototypes, so inputs other software made read as the same items; the encoder
+   normalises audio loudness (``audio_loudness="rms"``), so a quiet recording means the same.
 3. **image decoder** and 4. **audio decoder** — diffusion on the cached encoder embeddings of
    every world item (the decoders play pretrained backbones and may see held-out items),
    conditioning noise-augmented, EMA weights kept.
 5. **MLLM** — the core :class:`~codi2.core.model.CoDi2Model` (toy encoder -> projector -> tiny
    Llama -> slots -> projector) trained by codi2's trainer (:func:`codi2.training.train`) on the
    conversations of :mod:`codi2.toy.tasks` (``split="train"``: no held-out answer), written as a
-   JSONL dataset, with the CoDi-2 objective's text and feature terms. The diffusion term is off
+   JSONL dataset whose input media are augmented views from a pool (the world render with
+   probability ``mllm_exact``), with the CoDi-2 objective's text and feature terms. The diffusion term is off
    here: back-propagating through a UNet per sample costs more than this budget; the feature
    term regresses exactly the decoders' conditioning.
 6. **evaluation** — decoder accuracy on every world item, and the model on a few prompts of
@@ -98,7 +103,8 @@ class RecipeSettings:
     def full(cls, minutes: float = 30.0, threads: int = 2) -> RecipeSettings:
         share = minutes / 30.0
         return cls(
-            encoder=PhaseBudget(4.0 * share, 900, 12, 3e-3),
+            # 5 min: the augmented views (24 per image/audio minibatch) make a step about 1.4x dearer
+            encoder=PhaseBudget(5.0 * share, 1100, 12, 3e-3),
             image_decoder=PhaseBudget(5.0 * share, 20000, 32, 1e-3),
             audio_decoder=PhaseBudget(4.0 * share, 20000, 32, 1e-3),
             # steps, not minutes, set the MLLM's schedule (about 0.47 s a step here); the
