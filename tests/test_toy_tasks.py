@@ -36,10 +36,10 @@ def test_no_input_of_a_clip_task_is_its_answer(task):
         for s in make_samples(task, 40, seed=3, split="eval", held_out=held_out):
             frames = s.inputs["v"].frames
             assert s.expected[0] not in frames and s.expected[0] != s.inputs.get("b")
-    from codi2.toy.bench import _score
+    from codi2.toy.bench import score_turns
 
     for s in make_samples(task, 12, seed=4, split="eval"):
-        assert not any(_score(s, c)[0] for c in copy_candidates(s))
+        assert not any(score_turns(s, c)[0] for c in copy_candidates(s))
 
 
 def test_sound_edit_takes_the_attribute_the_sound_names():

@@ -87,8 +87,8 @@ def _modality(expected: Any) -> str:
     return "text" if isinstance(expected, str) else "image" if isinstance(expected, w.ImageItem) else "audio"
 
 
-def _score(sample: Sample, turns: list[tuple[list[Media], str]]) -> tuple[bool, int, int, float | None]:
-    """(sample passed, outputs passed, outputs expected, LSD of the audio answer or None)."""
+def score_turns(sample: Sample, turns: list[tuple[list[Media], str]]) -> tuple[bool, int, int, float | None]:
+    """Score the turns of an answer: (sample passed, outputs passed, outputs expected, LSD of the audio answer or None)."""
     checks, start = [], 0
     for k, (media, text) in enumerate(turns):
         checks += judge(sample.expected[start : start + sample.rounds[k]], media, text)
@@ -152,21 +152,21 @@ def _collect(model: Any, samples: list[Sample], options: dict[str, Any], seed: i
         unedited = answer_all(model, [unedited_pair(s) for s in samples], options, seed, batch)
     for index, sample in enumerate(samples):
         turns = _turns(answers[index], sample, stats)
-        ok, passed, total, distance = _score(sample, turns)
+        ok, passed, total, distance = score_turns(sample, turns)
         stats["model"].append(ok)
         stats["outputs"][0] += passed
         stats["outputs"][1] += total
-        copy_ok, _, _, copy_distance = _score(sample, answer_copy(sample))
+        copy_ok, _, _, copy_distance = score_turns(sample, answer_copy(sample))
         stats["copy_input"].append(copy_ok)
-        stats["copy_any"].append(any(_score(sample, c)[0] for c in copy_candidates(sample)))
+        stats["copy_any"].append(any(score_turns(sample, c)[0] for c in copy_candidates(sample)))
         if distance is not None:
             stats["lsd"].append(distance)
             stats["lsd_copy"].append(copy_distance)
         if exemplar:
             turns = _turns(wrong[index], sample, stats)
-            stats["mismatched"].append(_score(pairs[index][0], turns)[0])
-            stats["follows_pair"].append(_score(pairs[index][1], turns)[0])
-            stats["no_examples"].append(_score(sample, _turns(unedited[index], sample, stats))[0])
+            stats["mismatched"].append(score_turns(pairs[index][0], turns)[0])
+            stats["follows_pair"].append(score_turns(pairs[index][1], turns)[0])
+            stats["no_examples"].append(score_turns(sample, _turns(unedited[index], sample, stats))[0])
     return stats
 
 
@@ -371,4 +371,4 @@ def print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-__all__ = ["GOALS", "answer_copy", "answer_model", "format_report", "run_bench"]
+__all__ = ["GOALS", "answer_copy", "answer_model", "format_report", "run_bench", "score_turns"]
