@@ -3,7 +3,6 @@ is never a shown frame (issue 14: a task a copy of an input solves measures noth
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import pytest
@@ -53,7 +52,7 @@ def test_sound_edit_takes_the_attribute_the_sound_names():
         else:
             assert s.prompt == "Turn {a} into the shape that {b} sounds like." and s.expected == [a.with_(shape=look.shape)]
         assert s.expected[0] != a  # the edit changes the image
-        assert [e.item if hasattr(e, "item") else e for e in s.expected][0].size == a.size
+        assert s.expected[0].size == a.size
 
 
 def _as_sound(item):
@@ -120,5 +119,6 @@ def test_training_mix_includes_the_new_tasks():
     total = sum(settings.task_weight.get(t, 1) for t in TASKS)
     assert all(t in TASKS for t in settings.task_weight)
     assert settings.task_weight["multi_round"] >= 2
-    assert list(itertools.islice(NEW_TASKS, 4)) == [t for t in TASKS if t in NEW_TASKS]
-    assert settings.samples_per_task * total <= 20000  # the MLLM phase sees each conversation a few times
+    # appended after the older tasks: the older tasks' training seeds (seed + task index) stay the same
+    assert list(TASKS)[-len(NEW_TASKS) :] == list(NEW_TASKS)
+    assert settings.samples_per_task * total <= 20000  # the MLLM phase (1600 x 48) sees each conversation a few times
