@@ -44,7 +44,13 @@ from codi2.core.media._common import (
 from codi2.core.media._deadline import decode_deadline
 from codi2.core.media._image import load_image, open_image
 from codi2.core.media._video import load_video
-from codi2.core.media._write import audio_bytes, image_bytes, media_to_bytes, save_media, video_bytes
+from codi2.core.media._write import (
+    audio_bytes,
+    image_bytes,
+    media_to_bytes,
+    save_media,
+    video_bytes,
+)
 from codi2.core.modality import Modalities, resolve_modalities
 from codi2.core.types import Media
 from codi2.errors import MediaDecodeError
