@@ -175,7 +175,7 @@ def test_dreambench_generates_in_context_and_scores_all_pairs(nets, tmp_path, re
     assert "a backpack in the jungle" in texts and "a dog in the snow" in texts
     assert all(sum(p["type"] == "image" for p in m[0]["content"]) == 2 for m, _, _ in model.calls)
     assert sorted({seed for _, seed, _ in model.calls}) == [0, 1]
-    assert len(list((tmp_path / "out" / "images" / "backpack").glob("*.png"))) == 4
+    assert len(list((tmp_path / "out" / "image" / "backpack").glob("*.png"))) == 4
     # resume: outputs on disk are reused, the model is not asked again
     again = tasks.dreambench(EchoModel(answer_media=False), data, tmp_path / "out", registry=registry,
                              metric_options=options(nets), shots=2, samples=2, max_prompts=2, resume=True)
@@ -193,7 +193,7 @@ def test_edit_scores_clipsim_and_names_bad_records(nets, tmp_path, registry):
     (tmp_path / "edits.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     result = tasks.edit(EchoModel(), tmp_path, tmp_path / "out", registry=registry, metric_options=options(nets))
     assert list(result.scores["all"]) == ["clipsim"] and result.counts["all"] == 2
-    assert (tmp_path / "out" / "images" / "all" / "e2.png").is_file()
+    assert (tmp_path / "out" / "image" / "all" / "e2.png").is_file()
     (tmp_path / "bad.jsonl").write_text(json.dumps(lines[0]) + "\n" + json.dumps({**lines[1], "target_caption": ""}))
     with pytest.raises(DatasetError, match=r"bad\.jsonl:2: field 'target_caption'"):
         tasks.edit(EchoModel(), tmp_path / "bad.jsonl", tmp_path / "o", registry=registry)

@@ -40,7 +40,6 @@ DEFAULT_METRICS = {
     "image": ("dino", "clip-i"),
     "audio": ("lsd", "kl", "fd"),
 }
-_FOLDER = {"image": "images", "audio": "audio"}
 
 
 @dataclass
@@ -186,6 +185,7 @@ def dreambench(
     jobs: list[_Job] = []
     prompts: list[str] = []
     owners: list[Any] = []
+    suffix = resolve_modalities(getattr(model, "modalities", None)).get("image").suffix  # the file format written
     for subject in subjects:
         context = [{"type": "image", "path": str(p)} for p in subject.images[:shots]]
         for p_index, template_prompt in enumerate(subject.prompts[:max_prompts]):
@@ -193,7 +193,7 @@ def dreambench(
             text = template.format(prompt=prompt, cls=subject.cls)
             messages = [{"role": "user", "content": [*context, {"type": "text", "text": text}]}]
             for k in range(samples):
-                path = out / "images" / subject.name / f"{p_index:02d}_{k}.png"
+                path = out / "image" / subject.name / f"{p_index:02d}_{k}{suffix}"
                 jobs.append(_Job(messages, k, path, f"{subject.name}: {prompt!r} #{k}"))
                 prompts.append(prompt)
                 owners.append(subject)
@@ -242,7 +242,7 @@ def _run_records(task: str, model: Any, records: list[Record], modality: str, ou
     result = EvalResult(task, run, {}, {}, config={**config, "out": str(out)})
     by_group: dict[str, list[tuple[Record, Media]]] = {}
     suffix = resolve_modalities(getattr(model, "modalities", None)).get(modality).suffix  # the file format written
-    jobs = [_Job(record.messages, 0, out / _FOLDER[modality] / record.group / f"{record.id.replace('/', '_')}{suffix}",
+    jobs = [_Job(record.messages, 0, out / modality / record.group / f"{record.id.replace('/', '_')}{suffix}",
                  f"{record.id} ({record.source})") for record in records]
     with _progress(len(records), task) as bar:
         made = _generate_all(model, jobs, modality, options=generate_options, resume=resume, batch=batch, bar=bar)
