@@ -277,7 +277,7 @@ def run_bench(
                 result = report["tasks"][name][group] = _summary(raw[name][group])
                 if progress:
                     errors = f", {result['errors']} error(s): {result['first_error']}" if result["errors"] else ""
-                    progress(f"{name:16s} {group:16s} accuracy {_with_ci(result, 'accuracy')} ({time.perf_counter() - t0:.1f} s){errors}")
+                    progress(f"{name:23s} {group:16s} accuracy {_with_ci(result, 'accuracy')} ({time.perf_counter() - t0:.1f} s){errors}")
 
     # headline numbers and goals
     report["exemplar_held_out"] = _headline([raw[t]["held_out"] for t in EXEMPLAR_TASKS if "held_out" in raw.get(t, {})])
@@ -337,7 +337,7 @@ def format_report(report: dict[str, Any]) -> str:
     seeds = ",".join(str(s) for s in report.get("seeds", [report["seed"]]))
     title = (f"codi2 bench toy: n={report['n']} per group and seed, seeds {seeds}, inputs {report.get('inputs', 'world')} "
              f"({report['seconds']:.1f} s); [95 % interval]")
-    header = (f"{'task':16s} {'group':16s} {'model':>17s} {'copy-any':>17s} {'copy-last':>10s} {'no-examples':>17s} "
+    header = (f"{'task':23s} {'group':16s} {'model':>17s} {'copy-any':>17s} {'copy-last':>10s} {'no-examples':>17s} "
               f"{'mismatched':>17s} {'follows pair':>13s} {'LSD (copy)':>12s}")
     lines = [title, "", header]
     for name, t in report["tasks"].items():
@@ -346,7 +346,7 @@ def format_report(report: dict[str, Any]) -> str:
                 continue
             lsd_text = f"{g['lsd']['model']:.2f} ({g['lsd']['copy_input']:.2f})" if "lsd" in g else ""
             follows = f"{g['follows_pair']:.2f}" if "follows_pair" in g else "-"
-            lines.append(f"{name:16s} {group:16s} {_with_ci(g, 'accuracy'):>17s} {_with_ci(g, 'copy_any'):>17s} "
+            lines.append(f"{name:23s} {group:16s} {_with_ci(g, 'accuracy'):>17s} {_with_ci(g, 'copy_any'):>17s} "
                          f"{g['copy_input']:>10.2f} {_with_ci(g, 'no_examples'):>17s} {_with_ci(g, 'mismatched'):>17s} "
                          f"{follows:>13s} {lsd_text:>12s}")
     lines += ["", "goals:"]
