@@ -67,6 +67,54 @@ def test_batch_progress_reports_each_item():
     assert all(sum(1 for i, e in events if i == k and e == "token") >= 1 for k in range(3))
 
 
+def test_should_stop_takes_one_row_out_and_the_others_finish_as_alone():
+    model = tiny_model(boost=4.0)
+    seeds = [3, 1, 4]
+    options = {"temperature": 1.0, "max_new_tokens": 12, "max_media": 2, "steps": 3}
+    asked = []
+
+    def should_stop(index):  # row 1 stops before its fourth token; row 2 before rendering anything
+        asked.append(index)
+        return index == 1 and tokens[1] >= 3
+
+    tokens = [0, 0, 0]
+
+    def progress(event, index, answer):
+        if event == "token":
+            tokens[index] += 1
+        assert index != 1 or tokens[1] <= 3, "a stopped row went on"
+
+    batched = model.generate_batch(PROMPTS[:3], MEDIA[:3], seeds=seeds, progress=progress, should_stop=should_stop,
+                                   defer_media=False, **options)  # fmt: skip
+    alone = [model.generate(p, media=m, seed=s, **options) for p, m, s in zip(PROMPTS[:3], MEDIA[:3], seeds)]
+    assert alone[1].tokens > 3  # it would have gone on
+    assert batched[1].finish_reason == "cancelled" and batched[1].tokens == 3 and None not in batched[1].parts
+    for k in (0, 2):
+        same_answer(batched[k], alone[k], atol=1e-4)
+    assert {0, 1, 2} <= set(asked)
+
+
+def test_should_stop_drops_a_rows_unrendered_media():
+    model = tiny_model(boost=8.0)  # opens media spans early
+    options = {"temperature": 1.0, "max_new_tokens": 12, "max_media": 2, "steps": 2}
+    alone = model.generate(PROMPTS[0], seed=5, **options)
+    assert alone.media  # the row would render something
+    stopping = {"now": False}
+
+    # deferred media are rendered after the text: a row stopped after its last token renders nothing
+    def should_stop(index):
+        return index == 0 and stopping["now"]
+
+    def report(event, index, answer):
+        if event.startswith("render:"):
+            raise AssertionError("a stopped row was rendered")
+        if event == "token" and answer.tokens == alone.tokens:
+            stopping["now"] = True
+
+    [answer] = model.generate_batch([PROMPTS[0]], seeds=[5], progress=report, should_stop=should_stop, **options)
+    assert answer.finish_reason == "cancelled" and answer.media == [] and None not in answer.parts
+
+
 def test_batch_argument_errors():
     model = tiny_model(boost=0.0)
     with pytest.raises(ConfigError, match="2 conversations but 1 seeds"):

@@ -96,6 +96,7 @@ def generate_batch(
     seeds: Sequence[int | None] | None = None,
     max_batch: int = 8,
     progress: Callable[[str, int, Answer], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
     defer_media: bool = True,
     **options: Any,
 ) -> list[Answer]:
@@ -107,6 +108,12 @@ def generate_batch(
     :func:`generate`, with the item's index; with ``defer_media`` (the default) the media of
     each chunk are rendered after its text, one decoder call per modality, so ``"media"``
     events come last. ``options`` are :func:`generate`'s.
+
+    ``should_stop(index)``, if given, is asked before each token of every unfinished item and
+    before its media are rendered (and after each diffusion step of a call whose items all
+    stop): when it says True, that item alone leaves the batch, its answer keeps what it had
+    (unrendered media dropped) with ``finish_reason`` ``"cancelled"``, and the others go on.
+    A server uses it for per-request deadlines and cancellation.
     """
     if max_batch < 1:
         raise ConfigError(f"generate_batch(): max_batch must be >= 1, got {max_batch}")
@@ -124,7 +131,11 @@ def generate_batch(
             if progress is not None:
                 progress(event, _first + row, answer)
 
-        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify if progress is not None else None, defer_media)
+        def stop(row: int, _first: int = first) -> bool:
+            return bool(should_stop(_first + row))
+
+        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify if progress is not None else None,
+                                  defer_media, stop if should_stop is not None else None)  # fmt: skip
     return answers
 
 
@@ -143,8 +154,13 @@ def _render(decoder: Any, cond: torch.Tensor, reference: list | None, generators
     return items
 
 
+class _AllStopped(Exception):
+    """Raised from a decoder's ``on_step`` when every item of its call should stop."""
+
+
 def _generate_rows(
     model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, report: Callable | None, defer_media: bool,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> list[Answer]:
     """Generate for a padded batch of sequences. Text after a media item depends on its slots'
     hidden states, never on the rendered item, so with ``defer_media`` every item is rendered
@@ -205,8 +221,19 @@ def _generate_rows(
 
     jobs: list[tuple] = []  # media spans opened and not rendered yet
 
+    def stop(row: int) -> None:
+        """Take ``row`` out of the batch (asked by ``should_stop``): no more tokens or media."""
+        active.discard(row)
+        finish[row] = "cancelled"
+        jobs[:] = [job for job in jobs if job[1] != row]
+
+    def stopping(rows_: Sequence[int]) -> list[int]:
+        return [row for row in rows_ if finish[row] == "cancelled" or (should_stop is not None and should_stop(row))]
+
     def render(queue: list[tuple]) -> None:
         """Decode the queued items, one decoder call per modality (see :func:`_render`)."""
+        for row in stopping(sorted({job[1] for job in queue})):
+            stop(row)
         for modality in dict.fromkeys(job[0] for job in queue):
             group = [job for job in queue if job[0] == modality]
             decoder = model.decoders[modality]
@@ -218,12 +245,19 @@ def _generate_rows(
                 for row in rows_:
                     answers[row].render_steps = (done, total)
                     notify("step", row)
+                if should_stop is not None and len(stopping(rows_)) == len(rows_):
+                    raise _AllStopped  # nobody waits for this call's items any more
 
             for row in rows_:
                 answers[row].render_steps = None
                 notify(f"render:{modality}", row)
-            items = _render(decoder, torch.stack([job[3] for job in group]), reference, [job[5] for job in group],
-                            cfg.steps, cfg.guidance, on_step if report is not None else None)
+            try:
+                items = _render(decoder, torch.stack([job[3] for job in group]), reference, [job[5] for job in group],
+                                cfg.steps, cfg.guidance, on_step if report is not None or should_stop is not None else None)
+            except _AllStopped:
+                for row in rows_:
+                    stop(row)
+                continue
             for (_, row, place, _, name, _), item in zip(group, items):
                 item.name = item.name or name
                 answers[row].parts[place] = item
@@ -243,6 +277,8 @@ def _generate_rows(
         logits_all = model.logits(row_logits, row_hidden)
         feeds: dict[int, torch.Tensor] = {}
         opened: dict[str, list[int]] = defaultdict(list)
+        for row in stopping(sorted(active)) if should_stop is not None else ():
+            stop(row)
         for row in sorted(active):
             if media_count[row] >= cfg.max_media:
                 blocked[row][[markers.open(m) for m in model.decoders]] = True
@@ -286,7 +322,8 @@ def _generate_rows(
     for row in range(n):
         flush(row)
         answers[row].finish_reason = finish[row]
-    return answers
+        if finish[row] == "cancelled":  # the places of media it never rendered
+            answers[row].parts = [part for part in answers[row].parts if part is not None]
     return answers
 
 
