@@ -48,8 +48,6 @@ class Server:
     """``codi2 serve`` with the toy model in its own process."""
 
     def __init__(self, max_batch: int, threads: int, clients: int):
-        import httpx
-
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads or os.cpu_count()), "HF_HUB_OFFLINE": "1"}
@@ -60,13 +58,17 @@ class Server:
              "--max-batch", str(max_batch), "--max-queue", str(max(64, 2 * clients)), "--timeout", "600"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+
+    def wait_ready(self) -> Server:
+        import httpx
+
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"the server exited: {self.proc.stderr.read()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
+                    return self
             except httpx.TransportError:
                 time.sleep(0.3)
         self.close()
@@ -122,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     requests = requests_for(args.clients)
     servers = {"batched": Server(args.max_batch, args.threads, args.clients), "unbatched": Server(1, args.threads, args.clients)}
+    for server in servers.values():  # both load at once
+        server.wait_ready()
     wall: dict[str, list[float]] = {n: [] for n in servers}
     cpu: dict[str, list[float]] = {n: [] for n in servers}
     answers: dict[str, list[dict]] = {}
