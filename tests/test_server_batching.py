@@ -121,6 +121,46 @@ def test_a_bad_request_in_a_burst_fails_alone(model):
     assert health["batches"] == 1 and health["largest"] == 3, health
 
 
+class FailsInABatch:
+    """A model whose batched call fails whenever one conversation says "poison" (and whose
+    single call fails for that conversation only): the failure is one item's, not the batch's."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    @staticmethod
+    def _poisoned(conversation) -> bool:
+        return "poison" in " ".join(part.text for m in conversation for part in m.parts if hasattr(part, "text"))
+
+    def generate_batch(self, conversations, **options):
+        if any(self._poisoned(c) for c in conversations):
+            raise RuntimeError("a decoder blew up")
+        return self.model.generate_batch(conversations, **options)
+
+    def generate(self, conversation, **options):
+        if self._poisoned(conversation):
+            from codi2.errors import MessageError
+
+            raise MessageError("this conversation cannot be answered")
+        return self.model.generate(conversation, **options)
+
+
+def test_a_failing_batch_answers_each_request_alone(model):
+    poison = {"messages": [{"role": "user", "content": "poison"}], "seed": 0, "steps": 3}
+    burst = [REQUESTS[0], poison, REQUESTS[1]]
+    settings = ServerSettings(**SETTINGS, max_batch=8, batch_window=1.0)
+    with torch_threads(1), TestClient(create_app(FailsInABatch(model), settings=settings)) as c:
+        answers = send_together(c, burst)
+        health = c.get("/health").json()["batching"]
+        alone = [send(c, r) for r in (REQUESTS[0], REQUESTS[1])]
+    assert health["batches"] == 1 and health["largest"] == 3  # it was one batch, and it failed
+    assert answers[1][:2] == (400, "invalid_request")
+    assert [answers[0][:2], answers[2][:2]] == [a[:2] for a in alone]
+
+
 def test_a_deadline_a_disconnect_and_a_lost_session_stop_only_their_own_rows(model):
     model = codi2.load(chat_model_dir())  # its own copy: the LLM is slowed down below
     forward = model.llm.forward
