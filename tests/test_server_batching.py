@@ -22,6 +22,7 @@ if os.environ.get("CI", "").lower() != "true":  # on CI a missing extra is a fai
     pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install 'codi2[serve]'")
 from _tiny_chat_model import chat_model_dir, png_bytes, torch_threads
 from fastapi.testclient import TestClient
+from test_server import SETTINGS, sse_events, strip_urls
 
 import codi2
 from codi2.core.messages import Message, TextPart
@@ -29,7 +30,6 @@ from codi2.server import ServerSettings, create_app
 from codi2.server.engine import Engine, ServerError
 from codi2.server.inputs import GenerationParams
 from codi2.server.streaming import make_work
-from test_server import SETTINGS, sse_events, strip_urls
 
 
 @pytest.fixture(scope="module")

@@ -241,7 +241,7 @@ def _generate_rows(
             reference = [references[job[1]].get(modality) for job in group] if use_reference else None
             rows_ = [job[1] for job in group]
 
-            def on_step(done: int, total: int) -> None:
+            def on_step(done: int, total: int, rows_: list[int] = rows_) -> None:
                 for row in rows_:
                     answers[row].render_steps = (done, total)
                     notify("step", row)

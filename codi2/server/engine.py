@@ -21,11 +21,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from typing import Any
 
 from codi2.server.settings import ServerSettings
@@ -276,10 +277,8 @@ def _settle(future: Future, result: Any = None, error: BaseException | None = No
     """Give a batched job its answer, unless its request stopped waiting (the future is cancelled)."""
     if future.done():
         return
-    try:
+    with contextlib.suppress(InvalidStateError):  # cancelled between the check and the set
         future.set_exception(error) if error is not None else future.set_result(result)
-    except Exception:  # noqa: BLE001 — cancelled between the check and the set
-        pass
 
 
 def _options_key(work: Any) -> tuple:
