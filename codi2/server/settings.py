@@ -89,7 +89,7 @@ class ServerSettings:
             if not value > 0:
                 raise ConfigError(f"server setting {name} must be > 0, got {value}")
         if not 0 <= self.batch_window <= 10:
-            raise ConfigError(f"server setting batch_window must be 0-10 seconds, got {self.batch_window}")
+            raise ConfigError(f"server setting batch_window must be 0-10 seconds (--batch-window-ms 0-10000), got {self.batch_window:g}")
         if not self.shutdown_grace >= 0:
             raise ConfigError(f"server setting shutdown_grace must be >= 0, got {self.shutdown_grace}")
         return self
