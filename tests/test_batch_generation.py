@@ -58,6 +58,19 @@ def test_batch_equals_one_by_one_on_tiny_model(temperature):
         assert len({a.tokens for a in alone}) > 1 and sum(len(a.media) for a in alone) >= 2, [(a.tokens, len(a.media)) for a in alone]
 
 
+def test_each_item_keeps_its_own_token_limit_in_a_shared_batch():
+    model = tiny_model(boost=4.0)
+    seeds, limits = [3, 1, 4, 1, 5], [2, None, 7, 1, 12]
+    options = {"temperature": 1.0, "max_new_tokens": 9, "max_media": 2, "steps": 2}
+    batched = model.generate_batch(PROMPTS, MEDIA, seeds=seeds, max_batch=5, max_new_tokens_per_item=limits, **options)
+    for answer, prompt, media, seed, limit in zip(batched, PROMPTS, MEDIA, seeds, limits):
+        alone = model.generate(prompt, media=media, seed=seed, **{**options, "max_new_tokens": limit or 9})
+        same_answer(answer, alone, atol=1e-4)
+    assert batched[0].tokens <= 2 and batched[3].tokens == 1 and max(a.tokens for a in batched) > 2
+    with pytest.raises(ConfigError, match=r"max_new_tokens_per_item\[1\] must be an integer >= 1"):
+        model.generate_batch(PROMPTS[:2], MEDIA[:2], max_new_tokens_per_item=[1, 0])
+
+
 def test_batch_progress_reports_each_item():
     model = tiny_model(boost=4.0)
     events = []

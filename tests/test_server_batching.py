@@ -48,7 +48,7 @@ REQUESTS = [
     image_request("make it blue ", 1, 1),
     {**image_request("paint it red ", 2, 2), "stream": True},
     {"messages": [{"role": "user", "content": "hello what is this?"}], "seed": 3, "steps": 3, "temperature": 1.0},
-    {"messages": [{"role": "user", "content": "draw a circle"}], "seed": 4, "steps": 3, "stream": True},
+    {"messages": [{"role": "user", "content": "draw a circle"}], "seed": 4, "steps": 3, "stream": True, "max_tokens": 2},
 ]
 
 

@@ -97,6 +97,7 @@ def generate_batch(
     max_batch: int = 8,
     progress: Callable[[str, int, Answer], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    max_new_tokens_per_item: Sequence[int | None] | None = None,
     defer_media: bool = True,
     **options: Any,
 ) -> list[Answer]:
@@ -114,6 +115,10 @@ def generate_batch(
     stop): when it says True, that item alone leaves the batch, its answer keeps what it had
     (unrendered media dropped) with ``finish_reason`` ``"cancelled"``, and the others go on.
     A server uses it for per-request deadlines and cancellation.
+
+    ``max_new_tokens_per_item[i]`` (None: the ``max_new_tokens`` option) limits item ``i``
+    alone, with the answer ``generate(..., max_new_tokens=that)`` gives: items with different
+    limits share one batch.
     """
     if max_batch < 1:
         raise ConfigError(f"generate_batch(): max_batch must be >= 1, got {max_batch}")
@@ -122,6 +127,13 @@ def generate_batch(
         raise ConfigError(f"generate_batch(): {len(conversations)} conversations but {len(seeds)} seeds")
     seeds = [check_seed(s, f"generate_batch(): seeds[{i}]") for i, s in enumerate(seeds)]
     cfg = _options(model, options)
+    limits = list(max_new_tokens_per_item) if max_new_tokens_per_item is not None else [None] * len(conversations)
+    if len(limits) != len(conversations):
+        raise ConfigError(f"generate_batch(): {len(conversations)} conversations but {len(limits)} max_new_tokens_per_item")
+    for i, limit in enumerate(limits):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"generate_batch(): max_new_tokens_per_item[{i}] must be an integer >= 1, got {limit!r}")
+    limits = [cfg.max_new_tokens if limit is None else limit for limit in limits]
     answers: list[Answer] = []
     for first in range(0, len(conversations), max_batch):
         rows = range(first, min(first + max_batch, len(conversations)))
@@ -135,7 +147,7 @@ def generate_batch(
             return bool(should_stop(_first + row))
 
         answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify if progress is not None else None,
-                                  defer_media, stop if should_stop is not None else None)  # fmt: skip
+                                  defer_media, stop if should_stop is not None else None, [limits[i] for i in rows])  # fmt: skip
     return answers
 
 
@@ -161,8 +173,9 @@ class _AllStopped(Exception):
 def _generate_rows(
     model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, report: Callable | None, defer_media: bool,
     should_stop: Callable[[int], bool] | None = None,
+    limits: list[int] | None = None,
 ) -> list[Answer]:
-    """Generate for a padded batch of sequences. Text after a media item depends on its slots'
+    """Generate for a padded batch of sequences (``limits``: each row's max_new_tokens). Text after a media item depends on its slots'
     hidden states, never on the rendered item, so with ``defer_media`` every item is rendered
     after the text is done (one decoder call per modality for the whole batch); otherwise each
     is rendered as soon as its span closes (what a streaming front end wants)."""
@@ -271,7 +284,10 @@ def _generate_rows(
             pending[row].clear()
             answers[row].draft = ""
 
-    for index in range(cfg.max_new_tokens):
+    limits = limits or [cfg.max_new_tokens] * n
+    for index in range(max(limits)):
+        for row in [row for row in active if index >= limits[row]]:  # done at its own limit: "length"
+            active.discard(row)
         if not active:
             break
         logits_all = model.logits(row_logits, row_hidden)
@@ -295,7 +311,7 @@ def _generate_rows(
                 active.discard(row)
                 continue
             if marker is None:
-                if index + 1 < cfg.max_new_tokens:  # the last token's forward would never be read
+                if index + 1 < limits[row]:  # the last token's forward would never be read
                     feeds[row] = embed([token])
                 continue
             flush(row)

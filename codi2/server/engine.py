@@ -3,8 +3,8 @@
 - One model, one worker thread: generations run off the event loop, in the order they were
   admitted. The event loop keeps answering /health, media and refusals.
 - Batching: requests that arrive within ``batch_window`` seconds of the first one waiting (or
-  that waited while a batch ran), up to ``max_batch`` and with the same generation options
-  (the seed aside), are generated together by one ``model.generate_batch`` call. Each keeps
+  that waited while a batch ran), up to ``max_batch`` and with the same sampling and rendering
+  options (seeds and ``max_tokens`` may differ), are generated together by one ``model.generate_batch`` call. Each keeps
   its own deadline and cancellation (the batch's ``should_stop`` takes it out alone), its own
   stream and its own errors: a request whose input is bad fails before the batch starts, and
   if the batch itself fails each request is retried alone (unless it already streamed), so
@@ -249,6 +249,7 @@ class Engine:
         try:
             answers = self.model.generate_batch(
                 conversations, seeds=[job.work.seed for job in ready], max_batch=len(ready), progress=progress,
+                max_new_tokens_per_item=[job.work.max_new_tokens for job in ready],
                 should_stop=lambda index: ready[index].stopped(), defer_media=not any(job.work.streams for job in ready),
                 **work.options,
             )  # fmt: skip

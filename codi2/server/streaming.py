@@ -79,7 +79,8 @@ class Work:
         self.streamed = False  # whether the client got any of the answer (a retry would repeat it)
         options = params.generate_options(engine.settings)
         self.seed: int | None = options.pop("seed", None)
-        self.options = options  #: generation options but the seed: requests batch together when equal
+        self.max_new_tokens: int | None = options.pop("max_new_tokens", None)
+        self.options = options  #: the other options: requests batch together when theirs are equal
         self.audio = AudioRequest.of(params.modalities, params.audio.model_dump() if params.audio else None)
         self.check: Callable[..., None] = lambda *_: None
 
@@ -172,8 +173,8 @@ class Work:
 
     def __call__(self, check: Callable[..., None]) -> dict[str, Any]:
         conversation = self.prepare(check)
-        seed = {"seed": self.seed} if self.seed is not None else {}
-        return self.finish(self.engine.model.generate(conversation, progress=self.progress, **seed, **self.options))
+        own = {k: v for k, v in (("seed", self.seed), ("max_new_tokens", self.max_new_tokens)) if v is not None}
+        return self.finish(self.engine.model.generate(conversation, progress=self.progress, **own, **self.options))
 
 
 def make_work(engine: Engine, messages: list[Message], params: GenerationParams, *, base_url: str,
