@@ -71,6 +71,35 @@ def test_each_item_keeps_its_own_token_limit_in_a_shared_batch():
         model.generate_batch(PROMPTS[:2], MEDIA[:2], max_new_tokens_per_item=[1, 0])
 
 
+def test_on_done_reports_each_item_when_it_is_complete():
+    model = tiny_model(boost=4.0)
+    seeds, limits = [3, 1, 4], [2, 12, 6]
+    options = {"temperature": 1.0, "max_new_tokens": 12, "max_media": 2, "steps": 2}
+    order, tokens_then = [], {}
+
+    def progress(event, index, answer):
+        if event == "token":
+            tokens_then["steps"] = tokens_then.get("steps", 0) + (index == 1)
+
+    def on_done(index, answer):
+        order.append(index)
+        tokens_then[index] = tokens_then.get("steps", 0)  # how far the long row was then
+        assert answer.finish_reason in ("stop", "length") and None not in answer.parts
+
+    for defer in (True, False):
+        order.clear()
+        tokens_then.clear()
+        answers = model.generate_batch(PROMPTS[:3], MEDIA[:3], seeds=seeds, max_new_tokens_per_item=limits, progress=progress,
+                                       on_done=on_done, defer_media=defer, **options)  # fmt: skip
+        assert sorted(order) == [0, 1, 2]
+        alone = [model.generate(p, media=m, seed=s, **{**options, "max_new_tokens": n})
+                 for p, m, s, n in zip(PROMPTS[:3], MEDIA[:3], seeds, limits)]  # fmt: skip
+        for a, b in zip(answers, alone):
+            same_answer(a, b, atol=1e-4)
+        if not answers[0].media or not defer:  # nothing left to render: reported before the batch ends
+            assert tokens_then[0] < answers[1].tokens, (defer, tokens_then, [a.tokens for a in answers])
+
+
 def test_batch_progress_reports_each_item():
     model = tiny_model(boost=4.0)
     events = []

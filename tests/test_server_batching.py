@@ -225,3 +225,104 @@ def test_batching_settings_are_checked():
         ServerSettings(max_batch=0).validate()
     with pytest.raises(ConfigError, match="batch_window must be 0-10 seconds"):
         ServerSettings(batch_window=-1).validate()
+
+
+async def _asgi_post(app, body: dict, disconnect_after: float | None = None) -> tuple[int, dict | None]:
+    """POST ``body`` to the app in this event loop; the client goes away ``disconnect_after``
+    seconds later (then there is no answer to read) or waits for the whole answer."""
+    import json
+
+    events = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+    sent: list[dict] = []
+    done = asyncio.Event()
+
+    async def receive() -> dict:
+        if events:
+            return events.pop(0)
+        if disconnect_after is not None:
+            await asyncio.sleep(disconnect_after)
+        else:
+            await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "server": ("t", 80), "client": ("c", 1)}  # fmt: skip
+    await app(scope, receive, send)
+    start = next((m for m in sent if m["type"] == "http.response.start"), None)
+    if start is None:
+        return 0, None
+    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], data if body.get("stream") else json.loads(data)
+
+
+def test_a_client_going_away_stops_its_row_and_the_batch_answers_the_others():
+    slow = codi2.load(chat_model_dir())
+    calls = {"n": 0}
+    forward = slow.llm.forward
+
+    def slow_forward(*args, **kwargs):
+        calls["n"] += 1
+        time.sleep(0.05)
+        return forward(*args, **kwargs)
+
+    slow.llm.forward = slow_forward
+    slow.llm.eos_token_ids = ()  # never done early: each answer is exactly max_tokens long
+    app = create_app(slow, settings=ServerSettings(max_batch=8, batch_window=0.2))
+    message = [{"role": "user", "content": "hi"}]
+    stays = {"messages": message, "max_tokens": 20, "temperature": 1.0, "seed": 1}
+    leaves = {"messages": message, "max_tokens": 200, "temperature": 1.0, "seed": 2}
+
+    async def both():
+        return await asyncio.gather(_asgi_post(app, stays), _asgi_post(app, leaves, disconnect_after=0.4))
+
+    with torch_threads(1):
+        (status, body), _ = asyncio.run(both())
+    assert status == 200 and body["usage"]["completion_tokens"] == 20
+    engine = app.state.engine
+    assert engine.batches == 1 and engine.largest_batch == 2  # they shared one batch
+    # the batch ended with the one that stayed (20 tokens), not at the other's 200
+    assert calls["n"] < 40, calls
+    assert engine.admitted == 0
+
+
+def test_a_short_request_is_answered_without_waiting_for_the_long_one_in_its_batch():
+    """Each request is answered as soon as its row is complete. (A whole answer with media waits
+    for the batch's text: its media are rendered with the others', one decoder call.)"""
+    slow = codi2.load(chat_model_dir())
+    forward = slow.llm.forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(0.05)
+        return forward(*args, **kwargs)
+
+    slow.llm.forward = slow_forward
+    slow.llm.eos_token_ids = ()  # each answer is exactly max_tokens long
+    app = create_app(slow, settings=ServerSettings(max_batch=8, batch_window=0.2))
+    message = [{"role": "user", "content": "hi"}]
+    finished = {}
+
+    async def timed(name: str, body: dict):
+        result = await _asgi_post(app, body)
+        finished[name] = time.monotonic()
+        return result
+
+    async def both():
+        # the short one streams: media are then rendered as their spans close, not after the batch's text
+        return await asyncio.gather(timed("short", {"messages": message, "max_tokens": 3, "seed": 1, "stream": True}),
+                                    timed("long", {"messages": message, "max_tokens": 40, "seed": 2}))
+
+    with torch_threads(1):
+        started = time.monotonic()
+        (s1, short), (s2, long) = asyncio.run(both())
+    events = sse_events(short.decode().splitlines())
+    assert s1 == s2 == 200 and events[-1] == (None, "[DONE]") and long["usage"]["completion_tokens"] == 40
+    assert events[-2][1]["choices"][0]["finish_reason"] == "length"
+    assert app.state.engine.batches == 1 and app.state.engine.largest_batch == 2
+    # 40 tokens take at least 2 s here; the short answer came after about 4 forwards
+    assert finished["short"] - started < (finished["long"] - started) / 2, finished

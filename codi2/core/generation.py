@@ -98,6 +98,7 @@ def generate_batch(
     progress: Callable[[str, int, Answer], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
     max_new_tokens_per_item: Sequence[int | None] | None = None,
+    on_done: Callable[[int, Answer], None] | None = None,
     defer_media: bool = True,
     **options: Any,
 ) -> list[Answer]:
@@ -118,7 +119,9 @@ def generate_batch(
 
     ``max_new_tokens_per_item[i]`` (None: the ``max_new_tokens`` option) limits item ``i``
     alone, with the answer ``generate(..., max_new_tokens=that)`` gives: items with different
-    limits share one batch.
+    limits share one batch. ``on_done(index, answer)`` is called with each item's final answer
+    as soon as it is complete (its text ended and its media are rendered), before the batch
+    ends: a server answers each request without waiting for the longest one.
     """
     if max_batch < 1:
         raise ConfigError(f"generate_batch(): max_batch must be >= 1, got {max_batch}")
@@ -146,8 +149,12 @@ def generate_batch(
         def stop(row: int, _first: int = first) -> bool:
             return bool(should_stop(_first + row))
 
+        def done(row: int, answer: Answer, _first: int = first) -> None:
+            on_done(_first + row, answer)
+
         answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify if progress is not None else None,
-                                  defer_media, stop if should_stop is not None else None, [limits[i] for i in rows])  # fmt: skip
+                                  defer_media, stop if should_stop is not None else None, [limits[i] for i in rows],
+                                  done if on_done is not None else None)  # fmt: skip
     return answers
 
 
@@ -174,6 +181,7 @@ def _generate_rows(
     model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, report: Callable | None, defer_media: bool,
     should_stop: Callable[[int], bool] | None = None,
     limits: list[int] | None = None,
+    on_done: Callable[[int, Answer], None] | None = None,
 ) -> list[Answer]:
     """Generate for a padded batch of sequences (``limits``: each row's max_new_tokens). Text after a media item depends on its slots'
     hidden states, never on the rendered item, so with ``defer_media`` every item is rendered
@@ -284,10 +292,27 @@ def _generate_rows(
             pending[row].clear()
             answers[row].draft = ""
 
+    completed = [False] * n
+
+    def complete(row: int) -> None:
+        """Finish ``row``'s answer (its text ended, its media rendered) and report it."""
+        flush(row)
+        answers[row].finish_reason = finish[row]
+        if finish[row] == "cancelled":  # the places of media it never rendered
+            answers[row].parts = [part for part in answers[row].parts if part is not None]
+        completed[row] = True
+        if on_done is not None:
+            on_done(row, answers[row])
+
     limits = limits or [cfg.max_new_tokens] * n
     for index in range(max(limits)):
         for row in [row for row in active if index >= limits[row]]:  # done at its own limit: "length"
             active.discard(row)
+        if on_done is not None:  # rows out of the batch with no media left to render are complete
+            waiting = {job[1] for job in jobs}
+            for row in range(n):
+                if not completed[row] and row not in active and row not in waiting:
+                    complete(row)
         if not active:
             break
         logits_all = model.logits(row_logits, row_hidden)
@@ -336,10 +361,8 @@ def _generate_rows(
         forward({row: embed([markers.close(m)]) for m, group in opened.items() for row in group})
     render(jobs)
     for row in range(n):
-        flush(row)
-        answers[row].finish_reason = finish[row]
-        if finish[row] == "cancelled":  # the places of media it never rendered
-            answers[row].parts = [part for part in answers[row].parts if part is not None]
+        if not completed[row]:
+            complete(row)
     return answers
 
 

@@ -8,7 +8,8 @@
   its own deadline and cancellation (the batch's ``should_stop`` takes it out alone), its own
   stream and its own errors: a request whose input is bad fails before the batch starts, and
   if the batch itself fails each request is retried alone (unless it already streamed), so
-  one bad item fails only its own request. ``max_batch=1``, or a model object without its
+  one bad item fails only its own request. Each request is answered as soon as its row is
+  complete (``on_done``), not when the batch ends. ``max_batch=1``, or a model object without its
   own ``generate_batch`` (a wrapper), runs one request at a time as before.
 - Admission: at most ``max_queue`` requests are in flight (being decoded, waiting or
   generating); the next one is refused at once with 429 before its body is read.
@@ -245,17 +246,26 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 — its deadline, disconnect or a broken stream
                     job.error = exc
 
+        answered: set[int] = set()
+
+        def done(index: int, answer: Any) -> None:  # answer each request as soon as its row is complete
+            answered.add(index)
+            self._answer(ready[index], answer)
+
         work = ready[0].work
         try:
             answers = self.model.generate_batch(
                 conversations, seeds=[job.work.seed for job in ready], max_batch=len(ready), progress=progress,
                 max_new_tokens_per_item=[job.work.max_new_tokens for job in ready],
-                should_stop=lambda index: ready[index].stopped(), defer_media=not any(job.work.streams for job in ready),
+                should_stop=lambda index: ready[index].stopped(), on_done=done,
+                defer_media=not any(job.work.streams for job in ready),
                 **work.options,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 — not one request's fault that we can tell: retry each alone
             log.warning("a batch of %d failed (%s: %s); answering its requests one at a time", len(ready), type(exc).__name__, exc)
-            for job in ready:
+            for index, job in enumerate(ready):
+                if index in answered:
+                    continue
                 if job.error is not None or job.work.streamed:
                     _settle(job.future, error=job.error or exc)
                     continue
@@ -264,14 +274,19 @@ class Engine:
                 except BaseException as exc2:  # noqa: BLE001
                     _settle(job.future, error=exc2)
             return
-        for job, answer in zip(ready, answers):
-            if job.error is not None or answer.finish_reason == "cancelled":
-                _settle(job.future, error=job.error or Cancelled())
-                continue
-            try:
-                _settle(job.future, job.work.finish(answer))
-            except BaseException as exc:  # noqa: BLE001
-                _settle(job.future, error=exc)
+        for index, (job, answer) in enumerate(zip(ready, answers)):
+            if index not in answered:  # a model whose generate_batch does not call on_done
+                self._answer(job, answer)
+
+    @staticmethod
+    def _answer(job: Job, answer: Any) -> None:
+        if job.error is not None or answer.finish_reason == "cancelled":
+            _settle(job.future, error=job.error or Cancelled())
+            return
+        try:
+            _settle(job.future, job.work.finish(answer))
+        except BaseException as exc:  # noqa: BLE001 — it is this request's answer
+            _settle(job.future, error=exc)
 
 
 def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
