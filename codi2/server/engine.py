@@ -221,7 +221,12 @@ class Engine:
             key = _options_key(self._waiting[0][1].work)
             jobs = [job for _, job in self._waiting if _options_key(job.work) == key][:limit]
             self._waiting = [(t, job) for t, job in self._waiting if job not in jobs]
-        self._generate_together(jobs)
+        try:
+            self._generate_together(jobs)
+        except BaseException as exc:  # a bug here must not leave requests waiting for their deadline
+            log.exception("a batch failed outside the model")
+            for job in jobs:
+                _settle(job.future, error=exc)
 
     def _generate_together(self, jobs: list[Job]) -> None:
         ready, conversations = [], []
