@@ -76,29 +76,20 @@ def load_attachment(
         names = modalities.media
         kinds = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
         raise UnknownModalityError(f"media {label}: not {'an' if kinds[0] in 'aeiou' else 'a'} {kinds} file (it looks like text)")
-    # a named modality with no magic test of its own (depth, thermal maps stored as PNG) is
-    # judged by its reader alone
-    named_sniffs = modality is not None and modalities.get(modality).sniff is not None
-    if named_sniffs and sniffed is not None and sniffed.name != modality and not _also_reads(modality, source):
-        raise MediaDecodeError(f"given as {modality}, but it is {sniffed.name}", item=label)
     spec = modalities.get(modality) if modality else sniffed
+    # A file another modality claims, given as one that knows its own files (a magic test), is
+    # refused unless that one's reader takes it anyway (video reads an animated GIF); a named
+    # modality without a magic test (depth, thermal maps stored as PNG) is judged by its reader.
+    claimed_by_other = spec.sniff is not None and sniffed is not None and sniffed.name != spec.name
     try:
         return spec.load(source, name=name, limits=limits, sample_rate=None, video_frames=video_frames)
     except MediaError as exc:
+        if claimed_by_other and isinstance(exc, MediaDecodeError):
+            raise MediaDecodeError(f"given as {spec.name}, but it is {sniffed.name}", item=label) from None
         if label == repr(name) or exc.item is None:
             raise
         message = str(exc).removeprefix(f"media {exc.item}: ")
         raise type(exc)(message, item=label) from None
-
-
-def _also_reads(modality: str, source: bytes | Path) -> bool:
-    """Files one modality reads although another claims them: an animated GIF as video."""
-    from codi2.core.media import sniff_format
-
-    if modality != "video":
-        return False
-    head = source[:16] if isinstance(source, bytes) else source.open("rb").read(16)
-    return sniff_format(head) == "gif"
 
 
 _MODALITY_PREFIX = re.compile(r"([a-z][a-z0-9_\-]*):(.+)$")

@@ -317,6 +317,10 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM/Ctrl-C, time in-flight requests get to finish before they "
                              "are answered 503 (default 30)")  # fmt: skip
+    limits.add_argument("--max-batch", type=int, default=8, metavar="N",
+                        help="concurrent requests generated together in one batch; 1 = one at a time (default 8)")  # fmt: skip
+    limits.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
+                        help="how long the first waiting request waits for others to join its batch (default 5)")  # fmt: skip
     limits.add_argument("--max-sessions", type=int, default=256, metavar="N", help="conversations kept (default 256)")
     limits.add_argument("--session-ttl", type=float, default=3600.0, metavar="SECONDS",
                         help="idle conversations are forgotten after this (default 3600)")  # fmt: skip
@@ -330,7 +334,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, max_queue=args.max_queue, request_timeout=args.timeout,
         max_body_bytes=int(args.max_upload_mb * 2**20), max_sessions=args.max_sessions,
         session_ttl=args.session_ttl, body_timeout=args.body_timeout, shutdown_grace=args.shutdown_grace,
-        public_url=args.public_url,
+        public_url=args.public_url, max_batch=args.max_batch, batch_window=args.batch_window_ms / 1000,
     )  # fmt: skip
     settings.validate()
     if not settings.is_loopback() and not args.quiet:

@@ -58,6 +58,48 @@ def test_batch_equals_one_by_one_on_tiny_model(temperature):
         assert len({a.tokens for a in alone}) > 1 and sum(len(a.media) for a in alone) >= 2, [(a.tokens, len(a.media)) for a in alone]
 
 
+def test_each_item_keeps_its_own_token_limit_in_a_shared_batch():
+    model = tiny_model(boost=4.0)
+    seeds, limits = [3, 1, 4, 1, 5], [2, None, 7, 1, 12]
+    options = {"temperature": 1.0, "max_new_tokens": 9, "max_media": 2, "steps": 2}
+    batched = model.generate_batch(PROMPTS, MEDIA, seeds=seeds, max_batch=5, max_new_tokens_per_item=limits, **options)
+    for answer, prompt, media, seed, limit in zip(batched, PROMPTS, MEDIA, seeds, limits):
+        alone = model.generate(prompt, media=media, seed=seed, **{**options, "max_new_tokens": limit or 9})
+        same_answer(answer, alone, atol=1e-4)
+    assert batched[0].tokens <= 2 and batched[3].tokens == 1 and max(a.tokens for a in batched) > 2
+    with pytest.raises(ConfigError, match=r"max_new_tokens_per_item\[1\] must be an integer >= 1"):
+        model.generate_batch(PROMPTS[:2], MEDIA[:2], max_new_tokens_per_item=[1, 0])
+
+
+def test_on_done_reports_each_item_when_it_is_complete():
+    model = tiny_model(boost=4.0)
+    seeds, limits = [3, 1, 4], [2, 12, 6]
+    options = {"temperature": 1.0, "max_new_tokens": 12, "max_media": 2, "steps": 2}
+    order, tokens_then = [], {}
+
+    def progress(event, index, answer):
+        if event == "token":
+            tokens_then["steps"] = tokens_then.get("steps", 0) + (index == 1)
+
+    def on_done(index, answer):
+        order.append(index)
+        tokens_then[index] = tokens_then.get("steps", 0)  # how far the long row was then
+        assert answer.finish_reason in ("stop", "length") and None not in answer.parts
+
+    for defer in (True, False):
+        order.clear()
+        tokens_then.clear()
+        answers = model.generate_batch(PROMPTS[:3], MEDIA[:3], seeds=seeds, max_new_tokens_per_item=limits, progress=progress,
+                                       on_done=on_done, defer_media=defer, **options)  # fmt: skip
+        assert sorted(order) == [0, 1, 2]
+        alone = [model.generate(p, media=m, seed=s, **{**options, "max_new_tokens": n})
+                 for p, m, s, n in zip(PROMPTS[:3], MEDIA[:3], seeds, limits)]  # fmt: skip
+        for a, b in zip(answers, alone):
+            same_answer(a, b, atol=1e-4)
+        if not answers[0].media or not defer:  # nothing left to render: reported before the batch ends
+            assert tokens_then[0] < answers[1].tokens, (defer, tokens_then, [a.tokens for a in answers])
+
+
 def test_batch_progress_reports_each_item():
     model = tiny_model(boost=4.0)
     events = []
@@ -65,6 +107,54 @@ def test_batch_progress_reports_each_item():
                          progress=lambda event, index, answer: events.append((index, event)))
     assert {i for i, _ in events} == {0, 1, 2}
     assert all(sum(1 for i, e in events if i == k and e == "token") >= 1 for k in range(3))
+
+
+def test_should_stop_takes_one_row_out_and_the_others_finish_as_alone():
+    model = tiny_model(boost=4.0)
+    seeds = [3, 1, 4]
+    options = {"temperature": 1.0, "max_new_tokens": 12, "max_media": 2, "steps": 3}
+    asked = []
+
+    def should_stop(index):  # row 1 stops before its fourth token; row 2 before rendering anything
+        asked.append(index)
+        return index == 1 and tokens[1] >= 3
+
+    tokens = [0, 0, 0]
+
+    def progress(event, index, answer):
+        if event == "token":
+            tokens[index] += 1
+        assert index != 1 or tokens[1] <= 3, "a stopped row went on"
+
+    batched = model.generate_batch(PROMPTS[:3], MEDIA[:3], seeds=seeds, progress=progress, should_stop=should_stop,
+                                   defer_media=False, **options)  # fmt: skip
+    alone = [model.generate(p, media=m, seed=s, **options) for p, m, s in zip(PROMPTS[:3], MEDIA[:3], seeds)]
+    assert alone[1].tokens > 3  # it would have gone on
+    assert batched[1].finish_reason == "cancelled" and batched[1].tokens == 3 and None not in batched[1].parts
+    for k in (0, 2):
+        same_answer(batched[k], alone[k], atol=1e-4)
+    assert {0, 1, 2} <= set(asked)
+
+
+def test_should_stop_drops_a_rows_unrendered_media():
+    model = tiny_model(boost=8.0)  # opens media spans early
+    options = {"temperature": 1.0, "max_new_tokens": 12, "max_media": 2, "steps": 2}
+    alone = model.generate(PROMPTS[0], seed=5, **options)
+    assert alone.media  # the row would render something
+    stopping = {"now": False}
+
+    # deferred media are rendered after the text: a row stopped after its last token renders nothing
+    def should_stop(index):
+        return index == 0 and stopping["now"]
+
+    def report(event, index, answer):
+        if event.startswith("render:"):
+            raise AssertionError("a stopped row was rendered")
+        if event == "token" and answer.tokens == alone.tokens:
+            stopping["now"] = True
+
+    [answer] = model.generate_batch([PROMPTS[0]], seeds=[5], progress=report, should_stop=should_stop, **options)
+    assert answer.finish_reason == "cancelled" and answer.media == [] and None not in answer.parts
 
 
 def test_batch_argument_errors():

@@ -78,6 +78,15 @@ def test_batch_throughput(workdir, capsys):
     assert details["media_per_round"] >= 2 and details["batch"] == 3
 
 
+def test_server_throughput(capsys):
+    pytest.importorskip("fastapi")
+    result = run("server_throughput", ["--clients", "4", "--repeats", "1", "--warmup", "0"], capsys)
+    figures(result, "requests_per_s_ratio", "requests_per_s_ratio_by_wall", "batched_requests_per_s", "unbatched_requests_per_s")
+    details = result["details"]
+    assert details["mismatched_answers"] == 0, "both servers must give the same answers"
+    assert details["batching"]["requests"] == 4 and details["batching"]["batches"] < 4  # the requests were batched
+
+
 def test_kv_cache(workdir, capsys):
     argv = ["--size", "tiny", "--long", "48", "--short", "16", "--tokens-a", "2", "--tokens-b", "4",
             "--repeats", "1", "--warmup", "0", "--workdir", workdir]

@@ -14,7 +14,7 @@ from codi2.core.types import Media
 from codi2.errors import DatasetError, MediaDecodeError, MediaError
 from codi2.evaluation import report, tasks
 from codi2.evaluation.commands import run_eval
-from codi2.registry import Registry
+from codi2.registry import Registry, hookimpl
 
 SR = 16000
 
@@ -123,6 +123,108 @@ def test_score_names_unpaired_duplicate_and_broken_files(tmp_path, registry):
         tasks.score_folders(tmp_path / "g", tmp_path / "r", registry=registry, metrics=["lsd"])
 
 
+# --- defaults come from the metric registrations: a third-party modality gets them too ---------
+
+
+def _sonar_spec():
+    """A modality codi2 has never heard of: 1-D echo profiles in ``.snr`` files (NumPy format)."""
+    from codi2.core.modality import ModalitySpec
+
+    def load(source, *, name=None, limits=None, **_):
+        with open(source, "rb") as fh:
+            return Media("sonar", np.load(fh, allow_pickle=False), name=name)
+
+    return ModalitySpec(name="sonar", load=load, encode=lambda m: m.data.tobytes(), suffixes=(".snr",),
+                        mime_type="application/x-sonar", sniff=lambda head: head.startswith(b"\x93NUMPY"))
+
+
+class SonarMetric:
+    """Per item: mean |generated - reference| (needs references) or |mean - text| (needs texts)."""
+
+    modality, higher_is_better, matches, network = "sonar", False, None, None
+
+    def __init__(self, name, needs, modality="sonar"):
+        self.name, self.needs, self.modality = name, needs, modality
+
+    def score(self, generated, references=None, texts=None):
+        from codi2.evaluation.base import MetricResult, check_items
+
+        check_items(self, generated, references, texts)
+        if "texts" in self.needs:
+            values = [abs(float(g.data.mean()) - float(t)) for g, t in zip(generated, texts)]
+        else:
+            values = [float(np.abs(g.data - r.data).mean()) for g, r in zip(generated, references)]
+        return MetricResult(float(np.mean(values)), values)
+
+
+class SonarModality:
+    """A third-party plugin registering the modality only."""
+
+    @hookimpl
+    def codi2_register_modalities(self, register):
+        register("sonar", load=lambda options: _sonar_spec(), description="echo profiles")
+
+
+class SonarPlugin(SonarModality):
+    """A third-party plugin: the modality and its metrics, registered through the public hooks."""
+
+    @hookimpl
+    def codi2_register_metrics(self, register):
+        pairs, text = ("references",), ("texts",)
+        register("sonar-gap", load=lambda o: SonarMetric("sonar-gap", pairs), modality="sonar", needs=pairs,
+                 default=True)
+        register("sonar-depth", load=lambda o: SonarMetric("sonar-depth", text), modality="sonar", needs=text,
+                 default=True)
+        register("sonar-peak", load=lambda o: SonarMetric("sonar-peak", pairs), modality="sonar", needs=pairs)
+        register("sonar-liar", load=lambda o: SonarMetric("sonar-liar", pairs, modality="audio"),
+                 modality="sonar", needs=pairs)
+
+
+def write_sonar(path, values):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.save(fh, np.asarray(values, dtype=np.float32))
+
+
+def test_a_plugin_modality_gets_score_defaults_from_its_metric_registrations(tmp_path, monkeypatch, capsys):
+    import codi2.registry
+    from codi2.errors import ComponentLoadError
+    from codi2.evaluation.plugin import build_metric, default_metrics
+
+    registry = Registry.create(entry_points=False)
+    registry.register_plugin(SonarPlugin(), name="sonar-plugin")
+    monkeypatch.setattr(codi2.registry, "default_registry", lambda: registry)  # what `codi2 eval` uses
+    # the built-in registrations declare the defaults `score` had always used
+    assert default_metrics(registry, "image") == ["clip-i", "dino"]
+    assert default_metrics(registry, "image", texts=True) == ["clip-i", "clip-t", "dino"]
+    assert default_metrics(registry, "audio") == ["fd", "kl", "lsd"] and default_metrics(registry, "video") == []
+    assert default_metrics(registry, "sonar", texts=True) == ["sonar-depth", "sonar-gap"]
+
+    write_sonar(tmp_path / "g" / "a.snr", [1, 2, 3])
+    write_sonar(tmp_path / "r" / "a.snr", [1, 2, 5])
+    write_sonar(tmp_path / "g" / "b.snr", [0, 0, 0])
+    write_sonar(tmp_path / "r" / "b.snr", [0, 0, 0])
+    argv = ["eval", "score", "--generated", str(tmp_path / "g"), "--references", str(tmp_path / "r"), "--json"]
+    assert run_eval(cli(argv)) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert result["scores"]["all"] == {"sonar-gap": pytest.approx(1 / 3)}  # (2/3 + 0) / 2; no texts, no depth
+    assert result["higher_is_better"] == {"sonar-gap": False}
+
+    (tmp_path / "texts.json").write_text(json.dumps({"a": "2.5", "b": "1"}))
+    assert run_eval(cli([*argv, "--texts", str(tmp_path / "texts.json")])) == 0
+    scores = json.loads(capsys.readouterr().out)["results"][0]["scores"]["all"]
+    assert scores == {"sonar-depth": pytest.approx(0.75), "sonar-gap": pytest.approx(1 / 3)}  # (0.5 + 1) / 2
+
+    with pytest.raises(DatasetError, match="'lsd' scores audio, the folders hold sonar"):
+        run_eval(cli([*argv, "--metrics", "lsd"]))
+    with pytest.raises(ComponentLoadError, match="sonar-liar.*registered with modality='sonar'.*'audio'"):
+        build_metric(registry, "sonar-liar")
+    bare = Registry.create(entry_points=False)  # the modality without metrics: no defaults
+    bare.register_plugin(SonarModality(), name="sonar-modality")
+    with pytest.raises(DatasetError, match="no metric is registered as a default for sonar"):
+        tasks.score_folders(tmp_path / "g", tmp_path / "r", registry=bare)
+
+
 # --- generation tasks with a stand-in model ---------------------------------------------------
 
 
@@ -175,7 +277,7 @@ def test_dreambench_generates_in_context_and_scores_all_pairs(nets, tmp_path, re
     assert "a backpack in the jungle" in texts and "a dog in the snow" in texts
     assert all(sum(p["type"] == "image" for p in m[0]["content"]) == 2 for m, _, _ in model.calls)
     assert sorted({seed for _, seed, _ in model.calls}) == [0, 1]
-    assert len(list((tmp_path / "out" / "images" / "backpack").glob("*.png"))) == 4
+    assert len(list((tmp_path / "out" / "image" / "backpack").glob("*.png"))) == 4
     # resume: outputs on disk are reused, the model is not asked again
     again = tasks.dreambench(EchoModel(answer_media=False), data, tmp_path / "out", registry=registry,
                              metric_options=options(nets), shots=2, samples=2, max_prompts=2, resume=True)
@@ -193,7 +295,7 @@ def test_edit_scores_clipsim_and_names_bad_records(nets, tmp_path, registry):
     (tmp_path / "edits.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     result = tasks.edit(EchoModel(), tmp_path, tmp_path / "out", registry=registry, metric_options=options(nets))
     assert list(result.scores["all"]) == ["clipsim"] and result.counts["all"] == 2
-    assert (tmp_path / "out" / "images" / "all" / "e2.png").is_file()
+    assert (tmp_path / "out" / "image" / "all" / "e2.png").is_file()
     (tmp_path / "bad.jsonl").write_text(json.dumps(lines[0]) + "\n" + json.dumps({**lines[1], "target_caption": ""}))
     with pytest.raises(DatasetError, match=r"bad\.jsonl:2: field 'target_caption'"):
         tasks.edit(EchoModel(), tmp_path / "bad.jsonl", tmp_path / "o", registry=registry)

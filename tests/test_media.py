@@ -14,6 +14,7 @@ from PIL import Image
 
 from codi2.core.media import (
     MediaLimits,
+    audio_bytes,
     load_media,
     media_to_bytes,
     save_media,
@@ -344,7 +345,7 @@ def test_text_and_unknown_modality(tmp_path):
     assert load_media(tmp_path / "a.txt", "text").data == "from file"
     with pytest.raises(MediaDecodeError, match="UTF-8"):
         load_media(b"\xff\xfe\x00bad", "text")
-    with pytest.raises(UnknownModalityError, match="reads image, audio, video and text, not 'smell'"):
+    with pytest.raises(UnknownModalityError, match="unknown modality 'smell'; registered: image, audio, video, text"):
         load_media("x.png", "smell")
     with pytest.raises(MediaDecodeError, match="is an audio item, expected image"):
         load_media(Media("audio", np.zeros(10, np.float32), sample_rate=16000), "image")
@@ -422,7 +423,7 @@ def test_save_round_trips(tmp_path):
     audio = Media("audio", x, sample_rate=16000)
     back = load_media(save_media(audio, tmp_path / "a.wav"), "audio")
     assert back.sample_rate == 16000 and np.allclose(back.data, x, atol=1e-4)
-    exact = load_media(save_media(audio, tmp_path / "f.wav", audio_subtype="FLOAT"), "audio")
+    exact = load_media(audio_bytes(audio, "wav", subtype="FLOAT"), "audio")
     assert np.array_equal(exact.data, x)
     assert np.allclose(
         load_media(save_media(audio, tmp_path / "a.flac"), "audio").data, x, atol=1e-4
@@ -454,8 +455,9 @@ def test_media_to_bytes():
     assert sniff_format(wav) == "wav"
     mp4 = media_to_bytes(Media("video", np.zeros((2, 8, 8, 3), np.uint8), fps=4.0))
     assert sniff_format(mp4) == "mp4"
-    with pytest.raises(MediaDecodeError, match="cannot encode image as 'wav'"):
+    with pytest.raises(MediaDecodeError, match="cannot encode image as 'wav'; choose from png, jpg, jpeg"):
         media_to_bytes(Media("image", arr), "wav")
+    assert sniff_format(media_to_bytes(Media("video", np.zeros((2, 8, 8, 3), np.uint8), fps=4.0), ".gif")) == "gif"
 
 
 def test_importing_media_does_not_import_torch():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from codi2.core.messages import normalize_messages
 from codi2.core.modality import Modalities, ModalitySpec
 from codi2.core.types import Media
-from codi2.errors import MediaLimitError, PluginError, UnknownModalityError
+from codi2.errors import MediaDecodeError, MediaLimitError, PluginError, UnknownModalityError
 from codi2.registry import Registry, hookimpl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,40 @@ def test_save_writes_the_modalitys_suffix(tmp_path, builtin):
     assert depth.save(Media("depth", np.zeros(2)), tmp_path / "d").name == "d.npy"
     with pytest.raises(UnknownModalityError, match="unknown modality 'depth'"):
         builtin.save(Media("depth", np.zeros(2)), tmp_path / "d")
+
+
+def test_a_modality_writes_the_formats_its_registration_lists(tmp_path, builtin):
+    from codi2.core.media import media_to_bytes, sniff_format
+
+    image = Media("image", np.zeros((4, 4, 3), np.uint8))
+    assert builtin["image"].writes[0] == ".png" and ".jpg" in builtin["image"].writes
+    assert sniff_format(builtin.save(image, tmp_path / "a.jpg").read_bytes()) == "jpeg"
+    assert builtin.save(image, tmp_path / "b.mp3").name == "b.mp3.png"  # read, never written: default appended
+    clip = Media("video", np.zeros((2, 4, 4, 3), np.uint8), fps=4.0)
+    assert sniff_format(media_to_bytes(clip, "gif", modalities=builtin)) == "gif"
+    with pytest.raises(MediaDecodeError, match="cannot encode video as 'png'; choose from mp4, gif"):
+        media_to_bytes(clip, "png", modalities=builtin)
+    # a spec that writes one format (encode only) never puts its bytes under another suffix
+    imu_like = dataclasses.replace(_npy_spec("imu_like"), suffixes=(".npy", ".csv"))
+    assert imu_like.writes == (".npy",)
+    assert imu_like.write(Media("imu_like", np.zeros(2)), tmp_path / "x.csv").name == "x.csv.npy"
+    with pytest.raises(ValueError, match="writes"):
+        ModalitySpec(name="x", load=print, encode=bytes, suffixes=(".x",), mime_type="a/b", writes=("y",))
+
+
+def test_named_modality_reads_what_its_reader_takes(tmp_path, builtin):
+    from codi2.attachments import load_attachment
+    from codi2.core.media import save_media
+
+    frames = np.stack([np.full((6, 6, 3), 40 * i, np.uint8) for i in range(3)])
+    gif = save_media(Media("video", frames, fps=4.0), tmp_path / "clip.gif", modalities=builtin)
+    assert load_attachment(gif, name="g", modalities=builtin).modality == "image"  # a .gif is an image...
+    assert load_attachment(gif, name="g", modality="video", modalities=builtin).data.shape == (3, 6, 6, 3)  # ...or a clip
+    png = save_media(Media("image", frames[0]), tmp_path / "still.png", modalities=builtin)
+    with pytest.raises(MediaDecodeError, match="given as video, but it is image"):
+        load_attachment(png, name="p", modality="video", modalities=builtin)
+    with pytest.raises(MediaDecodeError, match="given as audio, but it is image"):
+        load_attachment(png.read_bytes(), name="p", modality="audio", modalities=builtin)
 
 
 def test_cli_plugins_lists_modalities_and_options():

@@ -335,7 +335,7 @@ def live_server(model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "codi2", "--quiet", "serve", "--model", str(model_dir), "--port", str(port),
-         "--max-queue", "32", "--timeout", "60"],
+         "--max-queue", "32", "--timeout", "60", "--max-batch", "8", "--batch-window-ms", "20"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -423,6 +423,9 @@ def test_200_concurrent_requests_answered_or_refused_none_crossed(live_server, m
     assert elapsed < 150
     health = httpx.get(f"{url}/health").json()
     assert health["status"] == "ok" and health["queue"]["in_flight"] == 0
+    # the answers above came out of batches (--max-batch 8): none crossed inside one either
+    batching = health["batching"]
+    assert batching["max_batch"] == 8 and batching["window_ms"] == 20 and 1 < batching["largest"] <= 8, batching
 
 
 def test_live_server_survives_bad_input_and_serves_the_page(live_server):

@@ -21,6 +21,7 @@ import httpx
 from _tiny_chat_model import chat_model_dir
 
 #: the server, with each LLM forward slowed down so requests are still running at the signal
+#: (and batching requests: a batch is cut in the middle)
 SERVER = """
 import sys, time, codi2
 from codi2.server import ServerSettings, run_server
@@ -30,7 +31,8 @@ def slow(*args, **kwargs):
     time.sleep(0.1)
     return forward(*args, **kwargs)
 model.llm.forward = slow
-settings = ServerSettings(port=int(sys.argv[2]), max_queue=64, shutdown_grace=float(sys.argv[3]))
+# batches of 4: the 16-request burst takes four batches, longer than the short grace period
+settings = ServerSettings(port=int(sys.argv[2]), max_queue=64, shutdown_grace=float(sys.argv[3]), max_batch=4)
 sys.exit(run_server(model, settings, quiet=True))
 """
 

@@ -135,3 +135,19 @@ def test_rolled_shifts_each_image_within_the_bound():
     assert out.shape == x.shape and torch.equal(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
     where = [tuple(torch.nonzero(img[0])[0].tolist()) for img in out]
     assert all(abs(r - 10) <= 3 and abs(c - 10) <= 3 for r, c in where) and len(set(where)) > 1
+
+
+def test_every_task_input_can_be_augmented():
+    """Every user-supplied medium of every task is named after one of the sample's inputs, so the
+    MLLM dataset can swap it for a view (a new task shape that broke this would train on exact
+    renders only, silently)."""
+    from codi2.toy.tasks import TASKS, make_samples
+
+    pool = A.ViewPool(1, exact=0.0)
+    for task in TASKS:
+        for sample in make_samples(task, 2, seed=0, split="train"):
+            convo = A.augment_conversation(sample, pool, random.Random(0))
+            before = [p for m in sample.conversation if m["role"] == "user" for p in m["content"] if p.get("data") is not None]
+            after = [p for m in convo if m["role"] == "user" for p in m["content"] if p.get("data") is not None]
+            assert all(p["name"] in sample.inputs for p in before), task
+            assert all(a["data"] is not b["data"] for a, b in zip(before, after)), task

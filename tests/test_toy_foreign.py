@@ -111,14 +111,14 @@ def test_wilson_and_mean_intervals():
 
 
 def test_copy_any_sees_every_input_frame():
-    """A shape-rule clip of 4 frames (period 3) ends where frame 2 was: copy-any finds that image."""
+    """Copy-any offers every frame of a clip (the world's clips never repeat a frame as the
+    answer: tests/test_toy_tasks.py; here each frame is offered as a candidate answer)."""
     samples = [s for s in make_samples("video_next", 40, seed=0, split="eval") if s.variant == "shape"]
     sample = samples[0]
-    frames = sample.inputs["v"].frames
-    assert sample.expected[0] == frames[1]
     candidates = copy_candidates(sample)
     assert len(candidates) == 4  # one per frame; no audio input to copy the sound from
-    assert any(np.array_equal(c[0][0][0].data, sample.media["v"].data[1]) for c in candidates)
+    for k in range(4):
+        assert any(np.array_equal(c[0][0][0].data, sample.media["v"].data[k]) for c in candidates)
     composition = make_samples("composition", 1, seed=0, split="eval")[0]
     assert len(copy_candidates(composition)) == 2  # either input image
 

@@ -91,8 +91,8 @@ def test_video_sequences():
     assert [f.colour for f in clip.frames] == ["yellow", "purple", "orange", "red"]  # wraps
     assert clip.following == ImageItem("circle", "green", "small")
     clip = w.video_sequence(ImageItem("square", "blue"), "shape")
-    assert [f.shape for f in clip.frames] == ["square", "triangle", "circle", "square"]
-    assert clip.following.shape == "triangle"
+    assert [(f.shape, f.size) for f in clip.frames] == [("square", "large"), ("triangle", "small"), ("circle", "large"), ("square", "small")]
+    assert clip.following == ImageItem("triangle", "blue", "large")  # shape and size: period 6
     media = w.to_media(clip, name="v")
     assert media.modality == "video" and media.data.shape == (4, 32, 32, 3) and media.fps
 
@@ -301,11 +301,12 @@ def test_eval_split_focuses_on_held_out():
 def test_task_semantics():
     s = make_samples("composition", 1, seed=0)[0]
     a, b = s.inputs["a"], s.inputs["b"]
-    assert s.expected == [ImageItem(a.shape, b.colour, a.size)]
+    assert s.expected == [ImageItem(a.shape, b.colour, a.size)] != [b]
     for s in make_samples("image_exemplar", 10, seed=0):
         a, b, c = (s.inputs[k] for k in "abc")
         changed = [f for f in ("shape", "colour", "size") if getattr(a, f) != getattr(b, f)]
         assert len(changed) == 1 and s.expected == [c.with_(**{changed[0]: getattr(b, changed[0])})] != [c]
+        assert s.expected[0] not in (a, b)  # no input is the answer
     for s in make_samples("audio_exemplar", 10, seed=0):
         assert s.expected == [s.inputs["c"].with_(overlay=s.inputs["b"].overlay)] and s.inputs["a"].overlay == "none"
     s = make_samples("multi_round", 1, seed=0)[0]

@@ -143,7 +143,8 @@ def test_chat_page_with_uploaded_image_and_follow_up(server, driver, tmp_path):
     # round 2: a follow-up in the same conversation (Enter sends; typed while the first answer
     # still streams, it goes when that answer is complete)
     driver.find_element("id", "prompt").send_keys("paint it red\n")
-    wait_for(driver, lambda d: len(d.find_elements("css selector", ".message.assistant")) == 2, what="the follow-up answer")
+    # a finished answer (no longer .streaming): the page records its session when the stream ends
+    wait_for(driver, lambda d: len(d.find_elements("css selector", ".message.assistant:not(.streaming)")) == 2, what="the follow-up answer")
     sessions = {m.get_attribute("data-session") for m in driver.find_elements("css selector", ".message.assistant")}
     assert len(sessions) == 1 and "" not in sessions, "both rounds belong to one session"
     history = httpx.get(f"{server}/v1/sessions/{sessions.pop()}").json()["messages"]
@@ -236,6 +237,8 @@ def test_generated_audio_and_video_play_inline(every_modality_server, driver):
     driver.get(every_modality_server + "/")
     driver.find_element("id", "prompt").send_keys("draw a square\n")
     ready = "return arguments[0].readyState >= 1 && arguments[0].duration > 0"  # metadata decoded
+    # the items stream in one by one: wait for the finished answer (no longer .streaming) first
+    wait_for(driver, lambda d: d.find_elements("css selector", ".message.assistant:not(.streaming)"), what="the whole answer")
     wait_for(driver, lambda d: [m for m in d.find_elements("css selector", ".message.assistant audio, .message.assistant video")
                                 if d.execute_script(ready, m)] and loaded_images(d, ".message.assistant img"),
              what="the audio and video players")  # fmt: skip

@@ -96,6 +96,9 @@ def generate_batch(
     seeds: Sequence[int | None] | None = None,
     max_batch: int = 8,
     progress: Callable[[str, int, Answer], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+    max_new_tokens_per_item: Sequence[int | None] | None = None,
+    on_done: Callable[[int, Answer], None] | None = None,
     defer_media: bool = True,
     **options: Any,
 ) -> list[Answer]:
@@ -107,6 +110,18 @@ def generate_batch(
     :func:`generate`, with the item's index; with ``defer_media`` (the default) the media of
     each chunk are rendered after its text, one decoder call per modality, so ``"media"``
     events come last. ``options`` are :func:`generate`'s.
+
+    ``should_stop(index)``, if given, is asked before each token of every unfinished item and
+    before its media are rendered (and after each diffusion step of a call whose items all
+    stop): when it says True, that item alone leaves the batch, its answer keeps what it had
+    (unrendered media dropped) with ``finish_reason`` ``"cancelled"``, and the others go on.
+    A server uses it for per-request deadlines and cancellation.
+
+    ``max_new_tokens_per_item[i]`` (None: the ``max_new_tokens`` option) limits item ``i``
+    alone, with the answer ``generate(..., max_new_tokens=that)`` gives: items with different
+    limits share one batch. ``on_done(index, answer)`` is called with each item's final answer
+    as soon as it is complete (its text ended and its media are rendered), before the batch
+    ends: a server answers each request without waiting for the longest one.
     """
     if max_batch < 1:
         raise ConfigError(f"generate_batch(): max_batch must be >= 1, got {max_batch}")
@@ -115,6 +130,13 @@ def generate_batch(
         raise ConfigError(f"generate_batch(): {len(conversations)} conversations but {len(seeds)} seeds")
     seeds = [check_seed(s, f"generate_batch(): seeds[{i}]") for i, s in enumerate(seeds)]
     cfg = _options(model, options)
+    limits = list(max_new_tokens_per_item) if max_new_tokens_per_item is not None else [None] * len(conversations)
+    if len(limits) != len(conversations):
+        raise ConfigError(f"generate_batch(): {len(conversations)} conversations but {len(limits)} max_new_tokens_per_item")
+    for i, limit in enumerate(limits):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"generate_batch(): max_new_tokens_per_item[{i}] must be an integer >= 1, got {limit!r}")
+    limits = [cfg.max_new_tokens if limit is None else limit for limit in limits]
     answers: list[Answer] = []
     for first in range(0, len(conversations), max_batch):
         rows = range(first, min(first + max_batch, len(conversations)))
@@ -124,7 +146,15 @@ def generate_batch(
             if progress is not None:
                 progress(event, _first + row, answer)
 
-        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify if progress is not None else None, defer_media)
+        def stop(row: int, _first: int = first) -> bool:
+            return bool(should_stop(_first + row))
+
+        def done(row: int, answer: Answer, _first: int = first) -> None:
+            on_done(_first + row, answer)
+
+        answers += _generate_rows(model, seqs, [seeds[i] for i in rows], cfg, notify if progress is not None else None,
+                                  defer_media, stop if should_stop is not None else None, [limits[i] for i in rows],
+                                  done if on_done is not None else None)  # fmt: skip
     return answers
 
 
@@ -143,10 +173,17 @@ def _render(decoder: Any, cond: torch.Tensor, reference: list | None, generators
     return items
 
 
+class _AllStopped(Exception):
+    """Raised from a decoder's ``on_step`` when every item of its call should stop."""
+
+
 def _generate_rows(
     model: CoDi2Model, seqs: list, seeds: list[int | None], cfg: GenerationConfig, report: Callable | None, defer_media: bool,
+    should_stop: Callable[[int], bool] | None = None,
+    limits: list[int] | None = None,
+    on_done: Callable[[int, Answer], None] | None = None,
 ) -> list[Answer]:
-    """Generate for a padded batch of sequences. Text after a media item depends on its slots'
+    """Generate for a padded batch of sequences (``limits``: each row's max_new_tokens). Text after a media item depends on its slots'
     hidden states, never on the rendered item, so with ``defer_media`` every item is rendered
     after the text is done (one decoder call per modality for the whole batch); otherwise each
     is rendered as soon as its span closes (what a streaming front end wants)."""
@@ -205,8 +242,19 @@ def _generate_rows(
 
     jobs: list[tuple] = []  # media spans opened and not rendered yet
 
+    def stop(row: int) -> None:
+        """Take ``row`` out of the batch (asked by ``should_stop``): no more tokens or media."""
+        active.discard(row)
+        finish[row] = "cancelled"
+        jobs[:] = [job for job in jobs if job[1] != row]
+
+    def stopping(rows_: Sequence[int]) -> list[int]:
+        return [row for row in rows_ if finish[row] == "cancelled" or (should_stop is not None and should_stop(row))]
+
     def render(queue: list[tuple]) -> None:
         """Decode the queued items, one decoder call per modality (see :func:`_render`)."""
+        for row in stopping(sorted({job[1] for job in queue})):
+            stop(row)
         for modality in dict.fromkeys(job[0] for job in queue):
             group = [job for job in queue if job[0] == modality]
             decoder = model.decoders[modality]
@@ -214,16 +262,23 @@ def _generate_rows(
             reference = [references[job[1]].get(modality) for job in group] if use_reference else None
             rows_ = [job[1] for job in group]
 
-            def on_step(done: int, total: int) -> None:
+            def on_step(done: int, total: int, rows_: list[int] = rows_) -> None:
                 for row in rows_:
                     answers[row].render_steps = (done, total)
                     notify("step", row)
+                if should_stop is not None and len(stopping(rows_)) == len(rows_):
+                    raise _AllStopped  # nobody waits for this call's items any more
 
             for row in rows_:
                 answers[row].render_steps = None
                 notify(f"render:{modality}", row)
-            items = _render(decoder, torch.stack([job[3] for job in group]), reference, [job[5] for job in group],
-                            cfg.steps, cfg.guidance, on_step if report is not None else None)
+            try:
+                items = _render(decoder, torch.stack([job[3] for job in group]), reference, [job[5] for job in group],
+                                cfg.steps, cfg.guidance, on_step if report is not None or should_stop is not None else None)
+            except _AllStopped:
+                for row in rows_:
+                    stop(row)
+                continue
             for (_, row, place, _, name, _), item in zip(group, items):
                 item.name = item.name or name
                 answers[row].parts[place] = item
@@ -237,12 +292,34 @@ def _generate_rows(
             pending[row].clear()
             answers[row].draft = ""
 
-    for index in range(cfg.max_new_tokens):
+    completed = [False] * n
+
+    def complete(row: int) -> None:
+        """Finish ``row``'s answer (its text ended, its media rendered) and report it."""
+        flush(row)
+        answers[row].finish_reason = finish[row]
+        if finish[row] == "cancelled":  # the places of media it never rendered
+            answers[row].parts = [part for part in answers[row].parts if part is not None]
+        completed[row] = True
+        if on_done is not None:
+            on_done(row, answers[row])
+
+    limits = limits or [cfg.max_new_tokens] * n
+    for index in range(max(limits)):
+        for row in [row for row in active if index >= limits[row]]:  # done at its own limit: "length"
+            active.discard(row)
+        if on_done is not None:  # rows out of the batch with no media left to render are complete
+            waiting = {job[1] for job in jobs}
+            for row in range(n):
+                if not completed[row] and row not in active and row not in waiting:
+                    complete(row)
         if not active:
             break
         logits_all = model.logits(row_logits, row_hidden)
         feeds: dict[int, torch.Tensor] = {}
         opened: dict[str, list[int]] = defaultdict(list)
+        for row in stopping(sorted(active)) if should_stop is not None else ():
+            stop(row)
         for row in sorted(active):
             if media_count[row] >= cfg.max_media:
                 blocked[row][[markers.open(m) for m in model.decoders]] = True
@@ -259,7 +336,7 @@ def _generate_rows(
                 active.discard(row)
                 continue
             if marker is None:
-                if index + 1 < cfg.max_new_tokens:  # the last token's forward would never be read
+                if index + 1 < limits[row]:  # the last token's forward would never be read
                     feeds[row] = embed([token])
                 continue
             flush(row)
@@ -284,9 +361,8 @@ def _generate_rows(
         forward({row: embed([markers.close(m)]) for m, group in opened.items() for row in group})
     render(jobs)
     for row in range(n):
-        flush(row)
-        answers[row].finish_reason = finish[row]
-    return answers
+        if not completed[row]:
+            complete(row)
     return answers
 
 

@@ -38,9 +38,11 @@ class ModalitySpec:
     modality's files by their first bytes; ``claims(obj) -> bool`` its in-memory objects (an
     array of a telling shape, a PIL image). ``describe(media) -> dict`` is a JSON-able summary
     (shape, duration, ...). ``display`` is how a page shows it (:data:`DISPLAYS`);
-    ``preview(media) -> PNG bytes`` goes with ``display="download"``. ``save(media, path)``
-    writes a file when the modality writes several formats (default: ``encode`` to
-    ``suffixes[0]``). ``noun`` is how a prompt names one item ("an audio clip").
+    ``preview(media) -> PNG bytes`` goes with ``display="download"``. ``writes`` are the
+    suffixes of the files it writes (always starting with ``suffixes[0]``, the default);
+    ``save(media, path)`` writes a file whose suffix is one of them (for modalities that write
+    several formats; without it, ``write`` stores ``encode(media)``). ``noun`` is how a prompt names
+    one item ("an audio clip").
     """
 
     name: str
@@ -56,6 +58,7 @@ class ModalitySpec:
     display: str = "download"
     preview: Callable[[Media], bytes] | None = None
     save: Callable[[Media, Path], Path] | None = None
+    writes: tuple[str, ...] = ()
     is_text: bool = False
     #: how a prompt names one item ("an audio clip"); default "a <name>" / "an <name>"
     noun: str = ""
@@ -66,12 +69,15 @@ class ModalitySpec:
             raise ValueError(f"modality name must be a word like 'depth', got {self.name!r}")
         if not self.suffixes or any(not s.startswith(".") or s != s.lower() for s in self.suffixes):
             raise ValueError(f"modality {self.name!r}: suffixes must be lower-case and start with '.', got {self.suffixes!r}")
+        if any(not s.startswith(".") or s != s.lower() for s in self.writes):
+            raise ValueError(f"modality {self.name!r}: writes must be lower-case suffixes starting with '.', got {self.writes!r}")
         if self.display not in DISPLAYS:
             raise ValueError(f"modality {self.name!r}: display must be one of {', '.join(DISPLAYS)}, got {self.display!r}")
         if "/" not in self.mime_type:
             raise ValueError(f"modality {self.name!r}: mime_type must look like 'type/subtype', got {self.mime_type!r}")
         mimes = (self.mime_type, *(m for m in self.mime_types if m != self.mime_type))
         object.__setattr__(self, "mime_types", mimes)
+        object.__setattr__(self, "writes", (self.suffix, *(w for w in self.writes if w != self.suffix)))
         if not self.noun:
             object.__setattr__(self, "noun", f"{'an' if self.name[0] in 'aeiou' else 'a'} {self.name}")
 
@@ -95,13 +101,15 @@ class ModalitySpec:
         return info
 
     def write(self, media: Media, path: str | Path) -> Path:
-        """Write ``media`` to ``path`` (``suffixes[0]`` appended unless the suffix is one of ours)."""
+        """Write ``media`` to ``path`` and return the path written: its suffix picks one of the
+        formats the modality ``writes``; any other suffix gets ``suffixes[0]`` appended
+        (``odd.xyz`` -> ``odd.xyz.png``). Parent folders are created."""
         path = Path(path)
-        if self.save is not None:
-            return self.save(media, path)
-        if path.suffix.lower() not in self.suffixes:
+        if path.suffix.lower() not in self.writes:
             path = path.with_name(path.name + self.suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.save is not None:
+            return self.save(media, path)
         path.write_bytes(self.encode(media))
         return path
 

@@ -20,8 +20,10 @@ numbers; :func:`codi2.evaluation.toolkits.cite`) and ``network`` (its feature ne
 ``codi2 eval`` reports beside every number.
 
 Metrics are registered through the ``codi2_register_metrics`` hook (see
-:mod:`codi2.evaluation.plugin`): ``register(name, load=..., options=..., description=...)`` where
-``load(options)`` returns an object following :class:`Metric`. This module imports no torch.
+:mod:`codi2.evaluation.plugin`): ``register(name, load=..., options=..., description=...,
+modality=..., needs=..., default=...)`` where ``load(options)`` returns an object following
+:class:`Metric` (with the ``modality`` and ``needs`` the registration declares; ``default=True``
+makes it one of ``codi2 eval score``'s defaults for that modality). This module imports no torch.
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def _run_task(args: argparse.Namespace, registry: Any) -> Any:
         from codi2.evaluation.data import read_texts
 
         texts = read_texts(args.texts) if args.texts else None
-        opts = metric_options(args, names or ["dino", *_CLIP_METRICS, "lsd", "kl", "fd"])
+        opts = metric_options(args, names or registry.names("metric"))  # the defaults are picked later
         return tasks.score_folders(args.generated, args.references, registry=registry, metrics=names,
                                    metric_options=opts, texts=texts, run=args.name or "outputs")
     _require(args, "model", "data")

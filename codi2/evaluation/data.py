@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codi2.core.modality import resolve_modalities
+from codi2.core.modality import Modalities, resolve_modalities
 from codi2.errors import DatasetError
 
 # --- DreamBench ---------------------------------------------------------------------------------
@@ -266,22 +266,22 @@ def audio_edit_records(data: str | Path) -> list[Record]:
 
 # --- output folders ---------------------------------------------------------------------------------
 
-def modality_of(path: Path) -> str:
+def modality_of(path: Path, modalities: Modalities | None = None) -> str:
     """The registered media modality whose suffix ``path`` has."""
-    spec = resolve_modalities().by_suffix(path.suffix, item=repr(str(path))) if path.suffix else None
+    spec = resolve_modalities(modalities).by_suffix(path.suffix, item=repr(str(path))) if path.suffix else None
     if spec is None or spec.is_text:
         raise DatasetError(f"{str(path)!r}: not a media file codi2 can score (suffix {path.suffix!r})")
     return spec.name
 
 
-def _by_stem(folder: Path, role: str) -> dict[str, Path]:
+def _by_stem(folder: Path, role: str, modalities: Modalities | None) -> dict[str, Path]:
     if not folder.is_dir():
         raise DatasetError(f"{role} folder {str(folder)!r} does not exist")
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.name.startswith(".") or p.is_dir():
             continue
-        modality_of(p)  # raises on files that are not media
+        modality_of(p, modalities)  # raises on files that are not media
         if p.stem in files:
             raise DatasetError(f"{role} folder {str(folder)!r}: {files[p.stem].name!r} and {p.name!r} "
                                f"share the name {p.stem!r}; pairing is by file name without suffix")
@@ -291,12 +291,14 @@ def _by_stem(folder: Path, role: str) -> dict[str, Path]:
     return files
 
 
-def pair_folders(generated: str | Path, references: str | Path) -> tuple[str, list[tuple[str, Path, Path]]]:
+def pair_folders(generated: str | Path, references: str | Path, modalities: Modalities | None = None,
+                 ) -> tuple[str, list[tuple[str, Path, Path]]]:
     """``(modality, [(name, generated_file, reference_file)])`` paired by file stem.
 
-    Every file must have a partner and all files one modality; errors name the files.
+    Every file must have a partner and all files one of ``modalities`` (default: the registered
+    ones); errors name the files.
     """
-    gen, ref = _by_stem(Path(generated), "generated"), _by_stem(Path(references), "reference")
+    gen, ref = _by_stem(Path(generated), "generated", modalities), _by_stem(Path(references), "reference", modalities)
     only_gen, only_ref = sorted(set(gen) - set(ref)), sorted(set(ref) - set(gen))
     if only_gen or only_ref:
         def names(files: dict[str, Path], stems: list[str]) -> str:
@@ -310,11 +312,12 @@ def pair_folders(generated: str | Path, references: str | Path) -> tuple[str, li
             problems.append(f"references without a generated file in {str(generated)!r}: {names(ref, only_ref)}")
         raise DatasetError("unpaired files — " + "; ".join(problems))
     pairs = [(stem, gen[stem], ref[stem]) for stem in sorted(gen)]
-    modalities = {modality_of(p) for _, g, r in pairs for p in (g, r)}
-    if len(modalities) != 1:
-        odd = next(p for _, g, r in pairs for p in (g, r) if modality_of(p) != modality_of(pairs[0][1]))
-        raise DatasetError(f"mixed media in the folders ({', '.join(sorted(modalities))}), e.g. {str(odd)!r}")
-    return modalities.pop(), pairs
+    found = {p: modality_of(p, modalities) for _, g, r in pairs for p in (g, r)}
+    kinds = set(found.values())
+    if len(kinds) != 1:
+        odd = next(p for p, m in found.items() if m != found[pairs[0][1]])
+        raise DatasetError(f"mixed media in the folders ({', '.join(sorted(kinds))}), e.g. {str(odd)!r}")
+    return kinds.pop(), pairs
 
 
 def read_texts(path: str | Path) -> dict[str, str]:

@@ -5,6 +5,14 @@ Registered through the same ``codi2_register_metrics`` hook third-party plugins 
 Light at import: pydantic option models and load functions only; each ``load`` imports the
 module that pulls in torch/transformers.
 
+Each metric's registration declares what it scores: ``modality="image"``, ``needs=("references",)``
+or ``("texts",)`` (what its ``score`` requires), and ``default=True`` when ``codi2 eval score``
+runs it on a folder of that modality without being asked (:func:`default_metrics`). A plugin
+that adds a modality registers its default metrics the same way::
+
+    register("pc-chamfer", load=load_chamfer, modality="pointcloud", needs=("references",),
+             default=True, description="...")
+
 Audio classifiers (what KL and FD classify with) are registered as metric components carrying
 ``role="audio-classifier"``; KL/FD name theirs with the ``classifier`` option. A plugin adds
 one with::
@@ -256,37 +264,59 @@ def build_metric(registry: Any, name: str, options: dict[str, Any] | None = None
     if isinstance(validated, ClassifierMetricOptions):
         validated._registry = registry
     try:
-        return spec.load_fn(validated)
+        metric = spec.load_fn(validated)
     except Codi2Error:
         raise
     except Exception as exc:
         raise ComponentLoadError(f"metric {name!r} (plugin {spec.plugin!r}) failed to load: "
                                  f"{type(exc).__name__}: {exc}") from exc
+    # what the registration declared is what picks defaults: it must be what the metric does
+    for key, same in (("modality", lambda a, b: a == b), ("needs", lambda a, b: set(a) == set(b))):
+        if key in spec.extra and not same(spec.extra[key], getattr(metric, key, ())):
+            raise ComponentLoadError(f"metric {name!r} (plugin {spec.plugin!r}) was registered with "
+                                     f"{key}={spec.extra[key]!r} but loads as {key}={getattr(metric, key, None)!r}")
+    return metric
+
+
+def default_metrics(registry: Any, modality: str, *, texts: bool = False) -> list[str]:
+    """The metrics registered with ``modality=modality, default=True`` (name order): what
+    ``codi2 eval score`` runs when no metric is named. Those whose ``needs`` include
+    ``"texts"`` only when ``texts`` are given."""
+    return [spec.name for spec in registry.specs("metric")
+            if spec.extra.get("default") is True and spec.extra.get("modality") == modality
+            and (texts or "texts" not in spec.extra.get("needs", ()))]
+
+
+#: what each metric scores, declared where it is registered (see :func:`default_metrics`)
+_IMAGE_PAIRS = {"modality": "image", "needs": ("references",)}
+_IMAGE_TEXT = {"modality": "image", "needs": ("texts",)}
+_AUDIO_PAIRS = {"modality": "audio", "needs": ("references",)}
 
 
 @hookimpl
 def codi2_register_metrics(register: Any) -> None:
-    register("dino", load=_dino, options=DinoOptions,
+    # default=True: what `codi2 eval score` runs on a folder of that modality when no metric is named
+    register("dino", load=_dino, options=DinoOptions, **_IMAGE_PAIRS, default=True,
              description="DreamBench DINO: cosine of DINO ViT-S/16 CLS features, generated vs real image")
-    register("clip-i", load=_clip_i, options=ClipOptions,
+    register("clip-i", load=_clip_i, options=ClipOptions, **_IMAGE_PAIRS, default=True,
              description="DreamBench CLIP-I: cosine of CLIP image embeddings, generated vs real image")
-    register("clip-t", load=_clip_t, options=ClipOptions,
+    register("clip-t", load=_clip_t, options=ClipOptions, **_IMAGE_TEXT, default=True,
              description="DreamBench CLIP-T: cosine of CLIP image and prompt embeddings")
-    register("clipsim", load=_clipsim, options=ClipOptions,
+    register("clipsim", load=_clipsim, options=ClipOptions, **_IMAGE_TEXT,
              description="CLIPSIM: cosine of CLIP embeddings, edited image vs target caption")
-    register("clip-score", load=_clip_score, options=ClipOptions,
+    register("clip-score", load=_clip_score, options=ClipOptions, **_IMAGE_TEXT,
              description="CLIPScore as torchmetrics computes it: max(100 * mean cosine, 0), image vs text")
-    register("fid", load=_fid, options=DistributionOptions,
+    register("fid", load=_fid, options=DistributionOptions, **_IMAGE_PAIRS,
              description="Fréchet Inception Distance of two image sets (torchmetrics / clean-fid)")
-    register("kid", load=_kid, options=KIDOptions,
+    register("kid", load=_kid, options=KIDOptions, **_IMAGE_PAIRS,
              description="Kernel Inception Distance of two image sets (torchmetrics / clean-fid)")
-    register("lsd", load=_lsd, options=LSDOptions,
+    register("lsd", load=_lsd, options=LSDOptions, **_AUDIO_PAIRS, default=True,
              description="log-spectral distance of paired clips (AudioLDM eval / ssr_eval definition)")
-    register("kl", load=_kl, options=KLOptions,
+    register("kl", load=_kl, options=KLOptions, **_AUDIO_PAIRS, default=True,
              description="KL(reference || generated) of AudioSet classifier outputs (AudioLDM eval)")
-    register("fd", load=_fd, options=FDOptions,
+    register("fd", load=_fd, options=FDOptions, **_AUDIO_PAIRS, default=True,
              description="Fréchet distance of audio classifier embeddings (AudioLDM eval)")
-    register("fad", load=_fad, options=FADOptions,
+    register("fad", load=_fad, options=FADOptions, **_AUDIO_PAIRS,
              description="Fréchet audio distance of classifier embeddings (frechet_audio_distance, PANNs)")
     register("panns-cnn14", load=_cnn14, options=Cnn14Options, role=CLASSIFIER_ROLE,
              description="audio classifier for kl/fd: PANNs CNN14 from a local checkpoint")

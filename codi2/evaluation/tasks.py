@@ -33,14 +33,13 @@ from codi2.evaluation.data import (
 
 __all__ = ["EvalResult", "audio_edit", "dreambench", "edit", "load_metrics", "score_folders"]
 
+#: each task's metrics (the paper's table); `score` takes the defaults each metric's registration
+#: declares for the folder's modality (:func:`codi2.evaluation.plugin.default_metrics`)
 DEFAULT_METRICS = {
     "dreambench": ("dino", "clip-i", "clip-t"),
     "edit": ("clipsim",),
     "audio-edit": ("lsd", "kl", "fd"),
-    "image": ("dino", "clip-i"),
-    "audio": ("lsd", "kl", "fd"),
 }
-_FOLDER = {"image": "images", "audio": "audio"}
 
 
 @dataclass
@@ -186,6 +185,7 @@ def dreambench(
     jobs: list[_Job] = []
     prompts: list[str] = []
     owners: list[Any] = []
+    suffix = resolve_modalities(getattr(model, "modalities", None)).get("image").suffix  # the file format written
     for subject in subjects:
         context = [{"type": "image", "path": str(p)} for p in subject.images[:shots]]
         for p_index, template_prompt in enumerate(subject.prompts[:max_prompts]):
@@ -193,7 +193,7 @@ def dreambench(
             text = template.format(prompt=prompt, cls=subject.cls)
             messages = [{"role": "user", "content": [*context, {"type": "text", "text": text}]}]
             for k in range(samples):
-                path = out / "images" / subject.name / f"{p_index:02d}_{k}.png"
+                path = out / "image" / subject.name / f"{p_index:02d}_{k}{suffix}"
                 jobs.append(_Job(messages, k, path, f"{subject.name}: {prompt!r} #{k}"))
                 prompts.append(prompt)
                 owners.append(subject)
@@ -242,7 +242,7 @@ def _run_records(task: str, model: Any, records: list[Record], modality: str, ou
     result = EvalResult(task, run, {}, {}, config={**config, "out": str(out)})
     by_group: dict[str, list[tuple[Record, Media]]] = {}
     suffix = resolve_modalities(getattr(model, "modalities", None)).get(modality).suffix  # the file format written
-    jobs = [_Job(record.messages, 0, out / _FOLDER[modality] / record.group / f"{record.id.replace('/', '_')}{suffix}",
+    jobs = [_Job(record.messages, 0, out / modality / record.group / f"{record.id.replace('/', '_')}{suffix}",
                  f"{record.id} ({record.source})") for record in records]
     with _progress(len(records), task) as bar:
         made = _generate_all(model, jobs, modality, options=generate_options, resume=resume, batch=batch, bar=bar)
@@ -292,20 +292,29 @@ def score_folders(generated: str | Path, references: str | Path, *, registry: An
                   texts: Mapping[str, str] | None = None, run: str = "outputs") -> EvalResult:
     """Score finished outputs against references paired by file name (no model).
 
-    Image folders default to DINO and CLIP-I (plus CLIP-T when ``texts`` are given), audio
-    folders to LSD, KL and FD. ``texts`` maps a file name (without suffix) to its text.
+    Without ``metrics``, the metrics registered as defaults for the folders' modality run
+    (built-in: images DINO and CLIP-I, plus CLIP-T when ``texts`` are given; audio LSD, KL and
+    FD). ``texts`` maps a file name (without suffix) to its text. Files are recognised by the
+    modalities ``registry`` registers (the process default when it registers none).
     """
     from codi2.errors import DatasetError
+    from codi2.evaluation.plugin import default_metrics
 
-    modality, pairs = pair_folders(generated, references)
+    modalities = resolve_modalities(registry.modalities())
+    modality, pairs = pair_folders(generated, references, modalities)
     # read every file first: a bad file fails before any feature network loads
-    read = resolve_modalities().get(modality).load
+    read = modalities.get(modality).load
     gen = [read(g, name=g.name) for _, g, _ in pairs]
     ref = [read(r, name=r.name) for _, _, r in pairs]
-    if metrics is None and modality not in DEFAULT_METRICS:
-        raise DatasetError(f"no default metrics for {modality}; name the metrics that score it")
     if metrics is None:
-        metrics = list(DEFAULT_METRICS[modality]) + (["clip-t"] if texts and modality == "image" else [])
+        metrics = default_metrics(registry, modality, texts=bool(texts))
+        if not metrics:
+            raise DatasetError(f"no metric is registered as a default for {modality}; "
+                               f"name the metrics that score it")
+    for name in metrics:  # what a registration declares is checked before any network loads
+        declared = registry.get("metric", name).extra.get("modality")
+        if declared is not None and declared != modality:
+            raise DatasetError(f"metric {name!r} scores {declared}, the folders hold {modality}")
     loaded = load_metrics(registry, metrics, metric_options)
     names = [name for name, _, _ in pairs]
     for name, metric in loaded.items():

@@ -391,6 +391,8 @@ def create_app(
             "queue": {"in_flight": engine.admitted, "limit": settings.max_queue},
             "sessions": len(engine.sessions),
             "served": engine.served, "refused": engine.refused,
+            "batching": {"max_batch": settings.max_batch, "window_ms": settings.batch_window * 1000,
+                         "batches": engine.batches, "requests": engine.batched, "largest": engine.largest_batch},
         }  # fmt: skip
         if engine.load_error:
             body["error"] = engine.load_error

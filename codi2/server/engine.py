@@ -1,7 +1,16 @@
-"""The model behind the server: one generation thread, admission control, deadlines.
+"""The model behind the server: one generation thread, request batching, admission, deadlines.
 
-- One model, one worker thread: generations run one at a time, off the event loop, in the
-  order they were admitted. The event loop keeps answering /health, media and refusals.
+- One model, one worker thread: generations run off the event loop, in the order they were
+  admitted. The event loop keeps answering /health, media and refusals.
+- Batching: requests that arrive within ``batch_window`` seconds of the first one waiting (or
+  that waited while a batch ran), up to ``max_batch`` and with the same sampling and rendering
+  options (seeds and ``max_tokens`` may differ), are generated together by one ``model.generate_batch`` call. Each keeps
+  its own deadline and cancellation (the batch's ``should_stop`` takes it out alone), its own
+  stream and its own errors: a request whose input is bad fails before the batch starts, and
+  if the batch itself fails each request is retried alone (unless it already streamed), so
+  one bad item fails only its own request. Each request is answered as soon as its row is
+  complete (``on_done``), not when the batch ends. ``max_batch=1``, or a model object without its
+  own ``generate_batch`` (a wrapper), runs one request at a time as before.
 - Admission: at most ``max_queue`` requests are in flight (being decoded, waiting or
   generating); the next one is refused at once with 429 before its body is read.
 - Deadlines: a request that passes ``request_timeout`` gets 504. If it is still queued it never
@@ -13,11 +22,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from typing import Any
 
 from codi2.server.settings import ServerSettings
@@ -44,6 +54,11 @@ class Job:
     def __init__(self, work: Callable[[Callable[..., None]], Any], deadline: float):
         self.work, self.deadline = work, deadline
         self.cancelled = threading.Event()
+        self.future: Future = Future()  # its answer, when it runs in a batch
+        self.error: BaseException | None = None  # what stopped it inside a batch
+
+    def stopped(self) -> bool:
+        return self.error is not None or self.cancelled.is_set() or time.monotonic() > self.deadline
 
     def check(self, *_: Any) -> None:
         """The ``progress`` hook: stop if cancelled or past the deadline."""
@@ -74,6 +89,11 @@ class Engine:
         self.media = MediaStore(settings.media_store_bytes, settings.media_ttl)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codi2-generate")
         self._jobs: set[Job] = set()
+        self._waiting: list[tuple[float, Job]] = []  # batchable jobs not started, with their arrival
+        self._arrived = threading.Condition()
+        self.batches = 0  # generate_batch calls made, and the requests they answered
+        self.batched = 0
+        self.largest_batch = 0
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -99,6 +119,11 @@ class Engine:
         for job in list(self._jobs):
             job.cancelled.set()
         self._worker.shutdown(wait=False, cancel_futures=True)
+        with self._arrived:
+            waiting, self._waiting = self._waiting, []
+            self._arrived.notify_all()
+        for _, job in waiting:  # their batch will never run
+            _settle(job.future, error=Cancelled())
 
     # --- admission ------------------------------------------------------------------------
 
@@ -139,7 +164,10 @@ class Engine:
         job = Job(work, deadline)
         self._jobs.add(job)
         try:
-            future = asyncio.get_running_loop().run_in_executor(self._worker, job)
+            if self._batchable(work):
+                future = asyncio.wrap_future(self._enqueue(job))
+            else:
+                future = asyncio.get_running_loop().run_in_executor(self._worker, job)
         except RuntimeError:  # the worker was shut down
             self._jobs.discard(job)
             raise ServerError(503, "shutting_down", "the server is shutting down") from None
@@ -159,6 +187,123 @@ class Engine:
             raise
         finally:
             self._jobs.discard(job)
+
+    # --- batching -------------------------------------------------------------------------
+
+    def _batchable(self, work: Any) -> bool:
+        # the model's class must batch itself: a wrapper that overrides generate (and passes
+        # other attributes through) is served one request at a time, through its generate
+        return (self.settings.max_batch > 1 and hasattr(work, "prepare")
+                and callable(getattr(type(self.model), "generate_batch", None)))  # fmt: skip
+
+    def _enqueue(self, job: Job) -> Future:
+        with self._arrived:
+            self._waiting.append((time.monotonic(), job))
+            try:
+                self._worker.submit(self._next_batch)  # one turn per job; a turn finding none left returns
+            except RuntimeError:
+                self._waiting.pop()
+                raise
+            self._arrived.notify_all()
+        return job.future
+
+    def _next_batch(self) -> None:
+        """On the generation thread: wait out the window (unless the batch is full), then run
+        the first waiting job with the waiting jobs that share its options."""
+        limit = self.settings.max_batch
+        with self._arrived:
+            if not self._waiting:
+                return
+            end = self._waiting[0][0] + self.settings.batch_window
+            self._arrived.wait_for(lambda: len(self._waiting) >= limit or not self._waiting, max(0.0, end - time.monotonic()))
+            if not self._waiting:  # the server closed meanwhile
+                return
+            key = _options_key(self._waiting[0][1].work)
+            jobs = [job for _, job in self._waiting if _options_key(job.work) == key][:limit]
+            self._waiting = [(t, job) for t, job in self._waiting if job not in jobs]
+        try:
+            self._generate_together(jobs)
+        except BaseException as exc:  # a bug here must not leave requests waiting for their deadline
+            log.exception("a batch failed outside the model")
+            for job in jobs:
+                _settle(job.future, error=exc)
+
+    def _generate_together(self, jobs: list[Job]) -> None:
+        ready, conversations = [], []
+        for job in jobs:  # a job that waited too long or whose input is bad fails alone, here
+            try:
+                job.check()
+                conversations.append(job.work.prepare(job.check))
+                ready.append(job)
+            except BaseException as exc:  # noqa: BLE001 — it is this request's answer
+                _settle(job.future, error=exc)
+        if not ready:
+            return
+        self.batches += 1
+        self.batched += len(ready)
+        self.largest_batch = max(self.largest_batch, len(ready))
+
+        def progress(event: str, index: int, answer: Any) -> None:
+            job = ready[index]
+            if job.error is None:
+                try:
+                    job.work.progress(event, answer)
+                except Exception as exc:  # noqa: BLE001 — its deadline, disconnect or a broken stream
+                    job.error = exc
+
+        answered: set[int] = set()
+
+        def done(index: int, answer: Any) -> None:  # answer each request as soon as its row is complete
+            answered.add(index)
+            self._answer(ready[index], answer)
+
+        work = ready[0].work
+        try:
+            answers = self.model.generate_batch(
+                conversations, seeds=[job.work.seed for job in ready], max_batch=len(ready), progress=progress,
+                max_new_tokens_per_item=[job.work.max_new_tokens for job in ready],
+                should_stop=lambda index: ready[index].stopped(), on_done=done,
+                defer_media=not any(job.work.streams for job in ready),
+                **work.options,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 — not one request's fault that we can tell: retry each alone
+            log.warning("a batch of %d failed (%s: %s); answering its requests one at a time", len(ready), type(exc).__name__, exc)
+            for index, job in enumerate(ready):
+                if index in answered:
+                    continue
+                if job.error is not None or job.work.streamed:
+                    _settle(job.future, error=job.error or exc)
+                    continue
+                try:
+                    _settle(job.future, job())
+                except BaseException as exc2:  # noqa: BLE001
+                    _settle(job.future, error=exc2)
+            return
+        for index, (job, answer) in enumerate(zip(ready, answers)):
+            if index not in answered:  # a model whose generate_batch does not call on_done
+                self._answer(job, answer)
+
+    @staticmethod
+    def _answer(job: Job, answer: Any) -> None:
+        if job.error is not None or answer.finish_reason == "cancelled":
+            _settle(job.future, error=job.error or Cancelled())
+            return
+        try:
+            _settle(job.future, job.work.finish(answer))
+        except BaseException as exc:  # noqa: BLE001 — it is this request's answer
+            _settle(job.future, error=exc)
+
+
+def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Give a batched job its answer, unless its request stopped waiting (the future is cancelled)."""
+    if future.done():
+        return
+    with contextlib.suppress(InvalidStateError):  # cancelled between the check and the set
+        future.set_exception(error) if error is not None else future.set_result(result)
+
+
+def _options_key(work: Any) -> tuple:
+    return tuple(sorted(work.options.items()))
 
 
 __all__ = ["Cancelled", "Engine", "Job", "ServerError"]

@@ -63,6 +63,10 @@ class ServerSettings:
     #: generated media kept for /v1/media/{id} (bytes; oldest dropped first) and their lifetime
     media_store_bytes: int = 256 << 20
     media_ttl: float = 3600.0
+    #: requests generated together in one batch (1: one at a time); those arriving within
+    #: ``batch_window`` seconds of the first one waiting join it
+    max_batch: int = 8
+    batch_window: float = 0.005
     #: the largest max_tokens and diffusion steps a request may ask for
     max_new_tokens: int = 1024
     max_steps: int = 200
@@ -79,11 +83,13 @@ class ServerSettings:
             "session_ttl": self.session_ttl, "max_session_messages": self.max_session_messages,
             "media_store_bytes": self.media_store_bytes, "max_new_tokens": self.max_new_tokens,
             "max_steps": self.max_steps, "video_frames": self.video_frames,
-            "body_timeout": self.body_timeout, "max_text_chars": self.max_text_chars,
+            "body_timeout": self.body_timeout, "max_text_chars": self.max_text_chars, "max_batch": self.max_batch,
         }  # fmt: skip
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"server setting {name} must be > 0, got {value}")
+        if not 0 <= self.batch_window <= 10:
+            raise ConfigError(f"server setting batch_window must be 0-10 seconds (--batch-window-ms 0-10000), got {self.batch_window:g}")
         if not self.shutdown_grace >= 0:
             raise ConfigError(f"server setting shutdown_grace must be >= 0, got {self.shutdown_grace}")
         return self

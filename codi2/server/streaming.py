@@ -60,60 +60,91 @@ class _TextStream:
         return out
 
 
-def make_work(engine: Engine, messages: list[Message], params: GenerationParams, *, base_url: str,
-              emit: Emit | None = None) -> Callable[[Callable[..., None]], dict[str, Any]]:  # fmt: skip
-    """The job for the generation thread: history, generation, media encoding, saving.
+class Work:
+    """One request's job for the generation thread: history, generation, media encoding, saving.
+
+    Run alone, ``work(check)`` does it all (``check`` is the deadline hook). The engine's
+    batches call the same steps one by one: :meth:`prepare` (the conversation to answer),
+    :meth:`progress` for each event of its row and :meth:`finish` with its answer.
 
     With ``emit``, the answer is also reported as it is made: ``{"content": delta}`` for text,
     ``{"content": ref, "media": [entry], "audio": {...} | None}`` per finished item and
     ``{"progress": {...}}`` while an item renders (``{"start": True}`` first of all).
     """
-    options = params.generate_options(engine.settings)
-    audio = AudioRequest.of(params.modalities, params.audio.model_dump() if params.audio else None)
 
-    def work(check: Callable[..., None]) -> dict[str, Any]:
-        model, sid = engine.model, params.session_id
+    def __init__(self, engine: Engine, messages: list[Message], params: GenerationParams, *, base_url: str,
+                 emit: Emit | None = None):  # fmt: skip
+        self.engine, self.messages, self.params, self.base_url = engine, messages, params, base_url
+        self.emit = self._emitter(emit) if emit is not None else None
+        self.streamed = False  # whether the client got any of the answer (a retry would repeat it)
+        options = params.generate_options(engine.settings)
+        self.seed: int | None = options.pop("seed", None)
+        self.max_new_tokens: int | None = options.pop("max_new_tokens", None)
+        self.options = options  #: the other options: requests batch together when theirs are equal
+        self.audio = AudioRequest.of(params.modalities, params.audio.model_dump() if params.audio else None)
+        self.check: Callable[..., None] = lambda *_: None
+
+    def _emitter(self, emit: Emit) -> Emit:
+        def send(event: dict[str, Any]) -> None:
+            self.streamed = self.streamed or "start" not in event
+            emit(event)
+
+        return send
+
+    @property
+    def streams(self) -> bool:
+        return self.emit is not None
+
+    def prepare(self, check: Callable[..., None]) -> list[Message]:
+        """The conversation to answer (history included); raises what makes this request bad."""
+        self.check = check
+        model, sid = self.engine.model, self.params.session_id
         history: list[Message] = []
         if sid is not None:
-            session = engine.sessions.get(sid)
+            session = self.engine.sessions.get(sid)
             if session is None:
                 raise ServerError(404, "session_not_found", f"session {sid!r} is unknown or expired; start a new one")
             history = session.messages
-        conversation = [*history, *messages]
-        prompt_tokens = len(model.sequence(conversation, training=False, add_generation_prompt=True))
+        self.conversation = [*history, *self.messages]
+        self.prompt_tokens = len(model.sequence(self.conversation, training=False, add_generation_prompt=True))
         modalities = resolve_modalities(getattr(model, "modalities", None))  # how each item is written and shown
-        builder = MessageBuilder(modalities=modalities, base_url=base_url, inline=params.media_format == "base64", store=engine.media,
-                                 audio=audio, ttl=engine.settings.media_ttl)  # fmt: skip
-        text = _TextStream()
-        rendering: dict[str, str] = {}  # the modality of the item being rendered
+        self.builder = MessageBuilder(modalities=modalities, base_url=self.base_url, inline=self.params.media_format == "base64",
+                                      store=self.engine.media, audio=self.audio, ttl=self.engine.settings.media_ttl)  # fmt: skip
+        self.text = _TextStream()
+        self.rendering: str | None = None  # the modality of the item being rendered
+        if self.emit is not None:
+            self.emit({"start": True})
+        return self.conversation
 
-        def progress(event: str, answer: Any) -> None:
-            check()  # past the deadline, cancelled or disconnected: stop here
-            if emit is None:
-                return
-            if event == "token":
-                delta = text.delta(answer.text + answer.draft)
-                if delta:
-                    emit({"content": builder.text(delta)})
-            elif event.startswith("render:"):
-                delta = text.delta(answer.text, final=True)
-                if delta:
-                    emit({"content": builder.text(delta)})
-                rendering["modality"] = event.split(":", 1)[1]
-                emit({"progress": {"modality": rendering["modality"], "step": 0, "steps": None}})
-            elif event == "step" and answer.render_steps is not None:
-                done, total = answer.render_steps
-                emit({"progress": {"modality": rendering.get("modality"), "step": done, "steps": total}})
-            elif event == "media":
-                ref, entry, audio_out = builder.item(answer.parts[-1])
-                emit({"content": ref, "media": [entry], "audio": audio_out})
+    def progress(self, event: str, answer: Any) -> None:
+        """The generation's progress hook for this request: its deadline, then its stream."""
+        self.check()  # past the deadline, cancelled or disconnected: stop here
+        emit, builder = self.emit, self.builder
+        if emit is None:
+            return
+        if event == "token":
+            delta = self.text.delta(answer.text + answer.draft)
+            if delta:
+                emit({"content": builder.text(delta)})
+        elif event.startswith("render:"):
+            delta = self.text.delta(answer.text, final=True)
+            if delta:
+                emit({"content": builder.text(delta)})
+            self.rendering = event.split(":", 1)[1]
+            emit({"progress": {"modality": self.rendering, "step": 0, "steps": None}})
+        elif event == "step" and answer.render_steps is not None:
+            done, total = answer.render_steps
+            emit({"progress": {"modality": self.rendering, "step": done, "steps": total}})
+        elif event == "media":
+            ref, entry, audio_out = builder.item(answer.parts[-1])
+            emit({"content": ref, "media": [entry], "audio": audio_out})
 
-        if emit is not None:
-            emit({"start": True})
-        answer = model.generate(conversation, progress=progress, **options)
+    def finish(self, answer: Any) -> dict[str, Any]:
+        """The ``chat.completion`` for ``answer``; sends what the stream has not yet, saves the session."""
+        builder, text, sid = self.builder, self.text, self.params.session_id
         # what the progress hook did not report (all of a whole answer; in a stream, text held
         # back and parts a wrapper added after generating), in order
-        send = emit or (lambda event: None)
+        send = self.emit or (lambda event: None)
         seen, items = 0, 0
         for part in answer.parts:
             if isinstance(part, str):
@@ -127,20 +158,29 @@ def make_work(engine: Engine, messages: list[Message], params: GenerationParams,
                 if items > len(builder.media):
                     ref, entry, audio_out = builder.item(part)
                     send({"content": ref, "media": [entry], "audio": audio_out})
-        if params.store:
-            sid = engine.sessions.save(sid, [*conversation, _assistant_message(answer)])
+        if self.params.store:
+            sid = self.engine.sessions.save(sid, [*self.conversation, _assistant_message(answer)])
         return {
             "id": f"chatcmpl-{int(time.time() * 1000):x}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": getattr(model, "source_name", "codi2"),
+            "model": getattr(self.engine.model, "source_name", "codi2"),
             "session_id": sid,
             "choices": [{"index": 0, "message": builder.message(answer.text), "finish_reason": answer.finish_reason}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": answer.tokens,
-                      "total_tokens": prompt_tokens + answer.tokens},
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": answer.tokens,
+                      "total_tokens": self.prompt_tokens + answer.tokens},
         }  # fmt: skip
 
-    return work
+    def __call__(self, check: Callable[..., None]) -> dict[str, Any]:
+        conversation = self.prepare(check)
+        own = {k: v for k, v in (("seed", self.seed), ("max_new_tokens", self.max_new_tokens)) if v is not None}
+        return self.finish(self.engine.model.generate(conversation, progress=self.progress, **own, **self.options))
+
+
+def make_work(engine: Engine, messages: list[Message], params: GenerationParams, *, base_url: str,
+              emit: Emit | None = None) -> Work:  # fmt: skip
+    """The job for the generation thread (see :class:`Work`)."""
+    return Work(engine, messages, params, base_url=base_url, emit=emit)
 
 
 # --- Server-Sent Events ------------------------------------------------------------------------
@@ -250,4 +290,4 @@ async def stream_answer(engine: Engine, messages: list[Message], params: Generat
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
 
-__all__ = ["make_work", "stream_answer"]
+__all__ = ["Work", "make_work", "stream_answer"]

@@ -87,8 +87,8 @@ def _modality(expected: Any) -> str:
     return "text" if isinstance(expected, str) else "image" if isinstance(expected, w.ImageItem) else "audio"
 
 
-def _score(sample: Sample, turns: list[tuple[list[Media], str]]) -> tuple[bool, int, int, float | None]:
-    """(sample passed, outputs passed, outputs expected, LSD of the audio answer or None)."""
+def score_turns(sample: Sample, turns: list[tuple[list[Media], str]]) -> tuple[bool, int, int, float | None]:
+    """Score the turns of an answer: (sample passed, outputs passed, outputs expected, LSD of the audio answer or None)."""
     checks, start = [], 0
     for k, (media, text) in enumerate(turns):
         checks += judge(sample.expected[start : start + sample.rounds[k]], media, text)
@@ -152,21 +152,21 @@ def _collect(model: Any, samples: list[Sample], options: dict[str, Any], seed: i
         unedited = answer_all(model, [unedited_pair(s) for s in samples], options, seed, batch)
     for index, sample in enumerate(samples):
         turns = _turns(answers[index], sample, stats)
-        ok, passed, total, distance = _score(sample, turns)
+        ok, passed, total, distance = score_turns(sample, turns)
         stats["model"].append(ok)
         stats["outputs"][0] += passed
         stats["outputs"][1] += total
-        copy_ok, _, _, copy_distance = _score(sample, answer_copy(sample))
+        copy_ok, _, _, copy_distance = score_turns(sample, answer_copy(sample))
         stats["copy_input"].append(copy_ok)
-        stats["copy_any"].append(any(_score(sample, c)[0] for c in copy_candidates(sample)))
+        stats["copy_any"].append(any(score_turns(sample, c)[0] for c in copy_candidates(sample)))
         if distance is not None:
             stats["lsd"].append(distance)
             stats["lsd_copy"].append(copy_distance)
         if exemplar:
             turns = _turns(wrong[index], sample, stats)
-            stats["mismatched"].append(_score(pairs[index][0], turns)[0])
-            stats["follows_pair"].append(_score(pairs[index][1], turns)[0])
-            stats["no_examples"].append(_score(sample, _turns(unedited[index], sample, stats))[0])
+            stats["mismatched"].append(score_turns(pairs[index][0], turns)[0])
+            stats["follows_pair"].append(score_turns(pairs[index][1], turns)[0])
+            stats["no_examples"].append(score_turns(sample, _turns(unedited[index], sample, stats))[0])
     return stats
 
 
@@ -277,7 +277,7 @@ def run_bench(
                 result = report["tasks"][name][group] = _summary(raw[name][group])
                 if progress:
                     errors = f", {result['errors']} error(s): {result['first_error']}" if result["errors"] else ""
-                    progress(f"{name:16s} {group:16s} accuracy {_with_ci(result, 'accuracy')} ({time.perf_counter() - t0:.1f} s){errors}")
+                    progress(f"{name:23s} {group:16s} accuracy {_with_ci(result, 'accuracy')} ({time.perf_counter() - t0:.1f} s){errors}")
 
     # headline numbers and goals
     report["exemplar_held_out"] = _headline([raw[t]["held_out"] for t in EXEMPLAR_TASKS if "held_out" in raw.get(t, {})])
@@ -337,7 +337,7 @@ def format_report(report: dict[str, Any]) -> str:
     seeds = ",".join(str(s) for s in report.get("seeds", [report["seed"]]))
     title = (f"codi2 bench toy: n={report['n']} per group and seed, seeds {seeds}, inputs {report.get('inputs', 'world')} "
              f"({report['seconds']:.1f} s); [95 % interval]")
-    header = (f"{'task':16s} {'group':16s} {'model':>17s} {'copy-any':>17s} {'copy-last':>10s} {'no-examples':>17s} "
+    header = (f"{'task':23s} {'group':16s} {'model':>17s} {'copy-any':>17s} {'copy-last':>10s} {'no-examples':>17s} "
               f"{'mismatched':>17s} {'follows pair':>13s} {'LSD (copy)':>12s}")
     lines = [title, "", header]
     for name, t in report["tasks"].items():
@@ -346,7 +346,7 @@ def format_report(report: dict[str, Any]) -> str:
                 continue
             lsd_text = f"{g['lsd']['model']:.2f} ({g['lsd']['copy_input']:.2f})" if "lsd" in g else ""
             follows = f"{g['follows_pair']:.2f}" if "follows_pair" in g else "-"
-            lines.append(f"{name:16s} {group:16s} {_with_ci(g, 'accuracy'):>17s} {_with_ci(g, 'copy_any'):>17s} "
+            lines.append(f"{name:23s} {group:16s} {_with_ci(g, 'accuracy'):>17s} {_with_ci(g, 'copy_any'):>17s} "
                          f"{g['copy_input']:>10.2f} {_with_ci(g, 'no_examples'):>17s} {_with_ci(g, 'mismatched'):>17s} "
                          f"{follows:>13s} {lsd_text:>12s}")
     lines += ["", "goals:"]
@@ -371,4 +371,4 @@ def print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-__all__ = ["GOALS", "answer_copy", "answer_model", "format_report", "run_bench"]
+__all__ = ["GOALS", "answer_copy", "answer_model", "format_report", "run_bench", "score_turns"]

@@ -53,7 +53,8 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=_positive, default=20, help="samples per task and group (seen / held-out; default: 20)")
     parser.add_argument("--task", action="append", default=None, help="run only this task (repeatable)")
     parser.add_argument("--batch", type=_positive, default=8, help="prompts generated together (default: 8; same answers as 1)")
-    parser.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds pooled into each figure, e.g. 0,1,2 (default: --seed)")
+    parser.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds pooled into each figure (default: --seed and the next two, "
+                        "so every figure pools 3 seeds x --n)")
     parser.add_argument("--inputs", choices=["world", "foreign", "both"], default="world",
                         help="input media drawn by the world's renderer, by the independent foreign one, or both (default: world)")
     _generation_arguments(parser)
@@ -101,7 +102,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if unknown:  # before the model loads
         raise ConfigError(f"codi2 bench toy: unknown task(s) {', '.join(unknown)}; tasks: {', '.join(TASKS)}")
     report = run_bench(_load(args), args.n, args.seed, options=_options(args), tasks=args.task,
-                       seeds=args.seeds, inputs=args.inputs, progress=None if args.json else print_progress, batch=args.batch)
+                       seeds=args.seeds or [args.seed, args.seed + 1, args.seed + 2], inputs=args.inputs, progress=None if args.json else print_progress, batch=args.batch)
     report["model"] = args.model
     print(json.dumps(report) if args.json else format_report(report))
     return 0

@@ -6,10 +6,12 @@ Controls (each scored by the same analysers as the model):
   input items (as the world renders them) (each input image, each frame of an input clip, each input sound; in multi-round,
   the previous round's ground truth; for text answers the prompt). A case counts as solved when
   *any* such answer passes: the best input per case, so a task whose answer is often one of its
-  inputs shows it (``video_next``'s shape rule has period 3 over 4 frames: its answer is frame 2).
+  inputs would show it (the planners of :mod:`codi2.toy.tasks` now never answer with an input:
+  a clip's next frame is never a shown frame, composition's colour source is never the answer).
 - **mismatched exemplars** (:func:`mismatched`) — the exemplar pair shows a *different* edit
   than the one whose result is scored (another attribute or another value; for audio the other
-  overlay). A model that reads the pair scores near 0 on the right answer and high on
+  overlay; for the cross-modal exemplars another shared attribute or value: colour = pitch,
+  shape = waveform). A model that reads the pair scores near 0 on the right answer and high on
   "follows the pair" (the answer the shown edit implies); a model that guesses the edit from
   the query alone scores the same as without the mismatch.
 - **no-examples, training form** (:func:`unedited_pair`) — the exemplar prompt exactly as
@@ -111,6 +113,8 @@ def mismatched(sample: Sample, rng: random.Random, render: Render) -> tuple[Samp
     if sample.task == "audio_exemplar":
         other = "bell" if b.overlay == "rain" else "rain"
         pair_b, implied = a.with_(overlay=other), c.with_(overlay=other)
+    elif sample.task in ("exemplar_image_to_audio", "exemplar_audio_to_image"):
+        pair_b, implied = _cross_mismatch(a, c, sample.expected[0], rng)
     else:
         right = sample.expected[0]
         options = [(attr, value) for attr, values in (("colour", list(w.COLOURS)), ("shape", list(w.SHAPES)), ("size", list(w.SIZES)))
@@ -122,6 +126,22 @@ def mismatched(sample: Sample, rng: random.Random, render: Render) -> tuple[Samp
     wrong_pair = replace(sample, media=media, inputs=dict(sample.inputs, b=pair_b))
     follows = replace(wrong_pair, expected=[implied], targets=[w.to_media(implied, name="target0")])
     return wrong_pair, follows
+
+
+def _cross_mismatch(a: w.Item, c: w.Item, right: w.Item, rng: random.Random) -> tuple[w.Item, w.Item]:
+    """A cross-modal pair ``a -> b`` showing another edit of a shared attribute (colour = pitch,
+    shape = waveform) than the right one, and the answer it implies for ``c``."""
+    shared = (("colour", "pitch", w.PITCH_OF_COLOUR), ("shape", "waveform", w.WAVEFORM_OF_SHAPE))
+    options = []
+    for image_attr, sound_attr, to_sound in shared:
+        for value, sound_value in to_sound.items():
+            if isinstance(a, w.ImageItem):  # image pair, sound query
+                pair_b, implied = a.with_(**{image_attr: value}), c.with_(**{sound_attr: sound_value})
+            else:  # sound pair, image query
+                pair_b, implied = a.with_(**{sound_attr: sound_value}), c.with_(**{image_attr: value})
+            if pair_b != a and implied not in (right, c):
+                options.append((pair_b, implied))
+    return rng.choice(options)
 
 
 def unedited_pair(sample: Sample) -> Sample:

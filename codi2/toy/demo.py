@@ -34,9 +34,13 @@ DEMO_PLAN: tuple[tuple[str, bool | None], ...] = (
 
 
 def save_lossless(media: Any, stem: Path) -> Path:
-    """Write ``media`` as ``stem`` + its modality's suffix; the toy world's videos (tiny flat
-    clips) as GIF, which keeps them lossless."""
-    return media.save(stem.with_name(stem.name + ".gif") if media.modality == "video" else stem)
+    """Write ``media`` as ``stem`` + its modality's suffix; clips (a page shows them as videos)
+    as GIF where their modality writes it: the toy world's tiny flat clips stay lossless."""
+    from codi2.core.modality import resolve_modalities
+
+    spec = resolve_modalities().get(media.modality, where=media.label)
+    as_gif = spec.display == "video" and ".gif" in spec.writes
+    return media.save(stem.with_name(stem.name + ".gif") if as_gif else stem)
 
 
 @dataclass

@@ -58,6 +58,8 @@ class TaskInfo:
     exemplar: bool = False  # in-context exemplar task (has a no-examples ablation)
 
 
+_EXEMPLAR = "Given the transformation between {a} and {b}, apply the same editing to {c}."
+
 TASKS: dict[str, TaskInfo] = {t.name: t for t in (
     TaskInfo("text_to_image", "text -> image", ("Draw a <size> <colour> <shape>.",), "image", True),
     TaskInfo("text_to_audio", "text -> audio",
@@ -71,7 +73,7 @@ TASKS: dict[str, TaskInfo] = {t.name: t for t in (
              ("Add rain to {a}.", "Add bells to {a}.", "Remove the rain from {a}.",
               "Replace the rain in {a} with bells."), "audio", True),
     TaskInfo("image_exemplar", "exemplar learning, image",
-             ("Given the transformation between {a} and {b}, apply the same editing to {c}.",), "image", True, True),
+             (_EXEMPLAR,), "image", True, True),
     TaskInfo("audio_exemplar", "exemplar learning, audio",
              ("We overlaid a new sound to {a} and got {b}. Apply this same new sound to {c}.",), "audio", True, True),
     TaskInfo("composition", "composition", ("A {a} in the colour of {b}.",), "image", True),
@@ -82,12 +84,22 @@ TASKS: dict[str, TaskInfo] = {t.name: t for t in (
              ("Given these frames {v}, what comes next? Draw it and play its sound.",), "image+audio", True),
     TaskInfo("multi_round", "multi-round editing",
              ("Draw a <size> <colour> <shape>.", "Make it <colour>.", "Now make it <size>."), "image", True),
+    TaskInfo("sound_edit", "audio-conditioned image editing",
+             ("Make {a} the colour that {b} sounds like.", "Turn {a} into the shape that {b} sounds like."), "image", True),
+    TaskInfo("exemplar_image_to_audio", "cross-modal exemplar, image pair -> sound",
+             (_EXEMPLAR,), "audio", True, True),
+    TaskInfo("exemplar_audio_to_image", "cross-modal exemplar, sound pair -> image",
+             (_EXEMPLAR,), "image", True, True),
+    TaskInfo("interleaved", "text, video, audio and image in one turn",
+             ("Draw the next frame of {v} in the colour that {a} sounds like and the size of {b}.",), "image", True),
 )}  # fmt: skip
 
 # the prompt of the "no in-context examples" baseline of the exemplar tasks
 NO_EXAMPLES = {
     "image_exemplar": "Apply the same editing to {c}.",
     "audio_exemplar": "Apply this same new sound to {c}.",
+    "exemplar_image_to_audio": "Apply the same editing to {c}.",
+    "exemplar_audio_to_image": "Apply the same editing to {c}.",
 }
 
 
@@ -217,12 +229,11 @@ def _plan_image_exemplar(rng):
     a = _image(rng)
     new = _other(rng, values, getattr(a, attribute))
     b = a.with_(**{attribute: new})
-    while True:  # c must change under the edit and differ from the exemplar
+    while True:  # c must change under the edit, and its answer must not be the exemplar's b
         c = _image(rng)
-        if getattr(c, attribute) != new and c != a:
+        if getattr(c, attribute) != new and c.with_(**{attribute: new}) != b:
             break
-    prompt = "Given the transformation between {a} and {b}, apply the same editing to {c}."
-    return _Plan([(prompt, [c.with_(**{attribute: new})])], {"a": a, "b": b, "c": c}, attribute)
+    return _Plan([(_EXEMPLAR, [c.with_(**{attribute: new})])], {"a": a, "b": b, "c": c}, attribute)
 
 
 def _plan_audio_exemplar(rng):
@@ -238,7 +249,10 @@ def _plan_audio_exemplar(rng):
 
 def _plan_composition(rng):
     a = _image(rng)
-    b = _image(rng).with_(colour=_other(rng, w.COLOURS, a.colour))
+    while True:  # b's colour is new to a, and b is not itself the answer (no input to copy)
+        b = _image(rng).with_(colour=_other(rng, w.COLOURS, a.colour))
+        if (b.shape, b.size) != (a.shape, a.size):
+            break
     return _Plan([("A {a} in the colour of {b}.", [a.with_(colour=b.colour)])], {"a": a, "b": b})
 
 
@@ -274,6 +288,69 @@ def _plan_multi_round(rng):
         (f"Make it {second.colour}.", [second]),
         (f"Now make it {third.size}.", [third]),
     ])
+
+
+# the attributes the cross-modal rule shares: an image edit of one is a sound edit of the other
+_SHARED = {"colour": "pitch", "shape": "waveform"}
+_IMAGE_VALUE = {"colour": w.COLOUR_OF_PITCH, "shape": w.SHAPE_OF_WAVEFORM}  # sound value -> image value
+_SOUND_VALUE = {"colour": w.PITCH_OF_COLOUR, "shape": w.WAVEFORM_OF_SHAPE}  # image value -> sound value
+
+
+def _plan_sound_edit(rng):
+    """Audio-conditioned image editing: the sound names a colour (its pitch) or a shape (its waveform)."""
+    attribute = rng.choice(("colour", "shape"))
+    a = _image(rng)
+    b = _audio(rng)
+    while _IMAGE_VALUE[attribute][getattr(b, _SHARED[attribute])] == getattr(a, attribute):
+        b = _audio(rng)  # the edit must change the image
+    new = _IMAGE_VALUE[attribute][getattr(b, _SHARED[attribute])]
+    prompt = TASKS["sound_edit"].templates[0 if attribute == "colour" else 1]
+    return _Plan([(prompt, [a.with_(**{attribute: new})])], {"a": a, "b": b}, attribute)
+
+
+def _plan_exemplar_image_to_audio(rng):
+    """An image pair shows a colour or shape edit; the sound gets the same edit through the rule
+    (colour -> pitch, shape -> waveform), its other attributes (overlay included) kept."""
+    attribute = rng.choice(("colour", "shape"))
+    values = list(w.COLOURS) if attribute == "colour" else list(w.SHAPES)
+    a = _image(rng)
+    b = a.with_(**{attribute: _other(rng, values, getattr(a, attribute))})
+    sound_value = _SOUND_VALUE[attribute][getattr(b, attribute)]
+    c = _audio(rng)
+    while getattr(c, _SHARED[attribute]) == sound_value:
+        c = _audio(rng)
+    return _Plan([(_EXEMPLAR, [c.with_(**{_SHARED[attribute]: sound_value})])], {"a": a, "b": b, "c": c}, attribute)
+
+
+def _plan_exemplar_audio_to_image(rng):
+    """A sound pair shows a pitch or waveform edit; the image gets the same edit through the rule."""
+    attribute = rng.choice(("colour", "shape"))
+    sound = _SHARED[attribute]
+    values = list(w.PITCHES) if sound == "pitch" else list(w.WAVEFORMS)
+    a = _audio(rng, "none")
+    b = a.with_(**{sound: _other(rng, values, getattr(a, sound))})
+    image_value = _IMAGE_VALUE[attribute][getattr(b, sound)]
+    c = _image(rng)
+    while getattr(c, attribute) == image_value:
+        c = _image(rng)
+    return _Plan([(_EXEMPLAR, [c.with_(**{attribute: image_value})])], {"a": a, "b": b, "c": c}, attribute)
+
+
+def _plan_interleaved(rng):
+    """Every modality decides one attribute: the clip (shape rule) the shape, the sound's pitch
+    the colour, the image the size. The answer differs from every frame (another colour) and
+    from the image ``b``."""
+    clip = w.video_sequence(_image(rng), "shape", 4)
+    nxt = clip.following
+    a = _audio(rng)
+    while w.COLOUR_OF_PITCH[a.pitch] == nxt.colour:
+        a = _audio(rng)
+    while True:
+        b = _image(rng)
+        answer = nxt.with_(colour=w.COLOUR_OF_PITCH[a.pitch], size=b.size)
+        if b != answer:
+            break
+    return _Plan([(TASKS["interleaved"].templates[0], [answer])], {"v": clip, "a": a, "b": b})
 
 
 _PLANNERS: dict[str, Callable[[random.Random], _Plan]] = {name: globals()[f"_plan_{name}"] for name in TASKS}

@@ -33,8 +33,11 @@ triangle). :func:`sound_of` maps an image item to its tone (overlay ``none``);
 ignoring the overlay.
 
 **Video** — :func:`video_sequence` gives ``n`` frames (default 4) of world images whose colour
-steps through :data:`COLOUR_ORDER` (wrapping) or whose shape cycles through
-:data:`SHAPE_ORDER`, everything else fixed; ``VideoItem.following`` is the next frame.
+steps through :data:`COLOUR_ORDER` (wrapping; rule ``colour``) or whose shape cycles through
+:data:`SHAPE_ORDER` *while the size alternates* (rule ``shape``), everything else fixed;
+``VideoItem.following`` is the next frame. Both rules have period 6, longer than a clip of 4
+frames plus the next one, so the next frame is never a copy of a shown frame (a shape cycle
+alone has period 3: its fifth frame would equal the second).
 
 **Held-out combinations** — :data:`HELD_OUT`: purple triangles and orange circles (any size)
 as image targets, the G4 square tone with bells as an audio target. No training conversation
@@ -188,11 +191,13 @@ def look_of(item: AudioItem) -> ImageItem:
 
 
 def next_frame(item: ImageItem, rule: str) -> ImageItem:
-    """One step of a clip: the next colour of COLOUR_ORDER or the next shape of SHAPE_ORDER."""
+    """One step of a clip: the next colour of COLOUR_ORDER, or the next shape of SHAPE_ORDER
+    together with the other size (period 6, so no clip of up to 5 frames repeats a frame)."""
     _check("rule", rule, RULES)
     if rule == "colour":
         return item.with_(colour=COLOUR_ORDER[(COLOUR_ORDER.index(item.colour) + 1) % len(COLOUR_ORDER)])
-    return item.with_(shape=SHAPE_ORDER[(SHAPE_ORDER.index(item.shape) + 1) % len(SHAPE_ORDER)])
+    other_size = SIZES[(SIZES.index(item.size) + 1) % len(SIZES)]
+    return item.with_(shape=SHAPE_ORDER[(SHAPE_ORDER.index(item.shape) + 1) % len(SHAPE_ORDER)], size=other_size)
 
 
 def video_sequence(start: ImageItem, rule: str, n: int = 4) -> VideoItem:

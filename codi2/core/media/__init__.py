@@ -10,12 +10,15 @@ error from :mod:`codi2.errors` that names the item:
 - :class:`MediaLimitError`: empty, too large (bytes/pixels/frames/sample rate), too short or
   too long; :class:`MediaTimeoutError` (one of them): decoding ran out of time or was
   cancelled (see :func:`decode_deadline`);
-- :class:`UnknownModalityError`: a modality other than image, audio, video, text.
+- :class:`UnknownModalityError`: a modality that is not registered.
 
-:func:`save_media` writes an item (the suffix picks the format), :func:`media_to_bytes` encodes
-one for a server, :func:`sniff_format` names a file's container format. These are the readers
-and writers of the built-in modalities; which modality a file is, its suffixes and MIME types
-are facts of the modality specs (:mod:`codi2.core.modality`, ``codi2/plugins/modalities``).
+:func:`load_media`, :func:`save_media` (the suffix picks the format) and :func:`media_to_bytes`
+work for any registered modality by asking its spec (:mod:`codi2.core.modality`). The rest of
+this package is the codec code the built-in modalities call (``codi2/plugins/modalities``):
+``load_image``/``image_bytes``, ``load_audio``/``audio_bytes``, ``load_video``/``video_bytes``,
+``load_text``, and :func:`sniff_format`, which names a file's container format. Which
+modality a file is, its suffixes, MIME types and the formats it reads and writes are facts of
+the modality's registration, kept nowhere else.
 
 Decoders: Pillow (images), soundfile (WAV/FLAC/OGG/MP3), the ffmpeg binary that
 imageio-ffmpeg ships (video). They import lazily; this module never imports torch.
@@ -41,14 +44,23 @@ from codi2.core.media._common import (
 from codi2.core.media._deadline import decode_deadline
 from codi2.core.media._image import load_image, open_image
 from codi2.core.media._video import load_video
-from codi2.core.media._write import media_to_bytes, save_media
+from codi2.core.media._write import (
+    audio_bytes,
+    image_bytes,
+    media_to_bytes,
+    save_media,
+    video_bytes,
+)
+from codi2.core.modality import Modalities, resolve_modalities
 from codi2.core.types import Media
-from codi2.errors import MediaDecodeError, UnknownModalityError
+from codi2.errors import MediaDecodeError
 
 __all__ = [
     "DEFAULT_VIDEO_FPS",
     "MediaLimits",
+    "audio_bytes",
     "decode_deadline",
+    "image_bytes",
     "load_audio",
     "load_image",
     "load_media",
@@ -60,42 +72,31 @@ __all__ = [
     "read_encoded",
     "save_media",
     "sniff_format",
+    "video_bytes",
 ]
 
 
 def load_media(
     source: Any,
-    modality: str,
+    modality: str | None = None,
     *,
     name: str | None = None,
-    sample_rate: int | None = 16000,
     limits: MediaLimits | None = None,
-    video_frames: int | None = None,
-    fps: float | None = None,
+    modalities: Modalities | None = None,
+    **options: Any,
 ) -> Media:
-    """Read and validate one media item of ``modality``.
+    """Read and validate one item of ``modality`` (inferred from the source when None) with
+    its registered spec (``modalities``: default the registered ones).
 
-    ``source``: a path (str or Path), bytes, a ``data:`` URI, a PIL image, a numpy array, a
-    torch tensor, a ``(array, rate)`` tuple (audio: sample rate, video: fps), a list of frames
-    (video) or a ``Media`` (validated again; audio is resampled when its rate differs).
-    Audio is mixed to mono and resampled to ``sample_rate`` (``None`` keeps the file's rate);
-    a bare audio array is taken to be at ``sample_rate`` already. ``video_frames`` picks that
-    many frames uniformly. For ``text`` a str is the text itself and a Path is read as UTF-8.
+    ``source``: a path (str or Path), bytes, a ``data:`` URI, or an in-memory form the
+    modality takes — for the built-ins a PIL image, a numpy array, a torch tensor, a
+    ``(array, rate)`` tuple (audio: sample rate, video: fps), a list of frames (video), a str
+    (text) or a ``Media`` (validated again). ``options`` go to the modality's reader; the
+    built-in ones take ``sample_rate`` (audio: resampled to it, default 16000; ``None`` keeps
+    the file's rate), ``video_frames`` (that many frames, picked uniformly) and ``fps``.
     ``name`` labels the item in errors (default: the file name).
     """
-    limits = limits or _DEFAULT_LIMITS
-    if modality == "image":
-        return load_image(source, name=name, limits=limits)
-    if modality == "audio":
-        return load_audio(source, name=name, sample_rate=sample_rate, limits=limits)
-    if modality == "video":
-        return load_video(source, name=name, limits=limits, video_frames=video_frames, fps=fps)
-    if modality == "text":
-        return load_text(source, name=name, limits=limits)
-    raise UnknownModalityError(
-        f"codi2.core.media reads image, audio, video and text, not {modality!r}; "
-        "other modalities are read by their spec (Modalities.load)"
-    )
+    return resolve_modalities(modalities).load(source, modality, name=name, limits=limits, **options)
 
 
 def looks_like_text(head: bytes) -> bool:

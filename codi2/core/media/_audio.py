@@ -41,7 +41,7 @@ def load_audio(
     from codi2.core.audio import resample
 
     limits = limits or _DEFAULT_LIMITS
-    source, name, meta, rate = _unwrap(source, "audio", name)
+    source, name, meta, rate = _unwrap(source, "audio", name, "sample_rate")
     if _is_rate_pair(source):
         source, rate = source
     item = _label(name, _filename(source), "audio")

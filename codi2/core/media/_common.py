@@ -1,4 +1,4 @@
-"""Shared pieces of media loading: limits, format sniffing, reading sources, labels."""
+"""Shared pieces of media loading: limits, container sniffing, reading sources, labels."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from codi2.core.modality import resolve_modalities
 from codi2.core.types import Media
-from codi2.errors import MediaDecodeError, MediaLimitError, MediaNotFoundError
+from codi2.errors import Codi2Error, MediaDecodeError, MediaLimitError, MediaNotFoundError
 
 #: fps given to videos that arrive as bare frames (zeroscope renders at 8 fps)
 DEFAULT_VIDEO_FPS = 8.0
@@ -52,20 +53,7 @@ _DEFAULT_LIMITS = MediaLimits()
 
 # --- sniffing -------------------------------------------------------------------------------
 
-# Container formats and which of this package's readers decodes them (what a modality *is* —
-# its suffixes, MIME types, how files are recognised — lives in its spec, codi2/plugins/modalities).
-_FORMAT_MODALITY = {
-    "png": "image", "jpeg": "image", "gif": "image", "bmp": "image", "webp": "image",
-    "tiff": "image", "wav": "audio", "flac": "audio", "ogg": "audio", "mp3": "audio",
-    "m4a": "audio", "mp4": "video", "mov": "video", "webm": "video", "avi": "video",
-    "txt": "text",
-}  # fmt: skip
-_SUFFIX_FORMAT = {
-    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".bmp": "bmp",
-    ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".wav": "wav", ".flac": "flac",
-    ".ogg": "ogg", ".oga": "ogg", ".mp3": "mp3", ".m4a": "m4a", ".mp4": "mp4", ".m4v": "mp4",
-    ".mov": "mov", ".webm": "webm", ".mkv": "webm", ".avi": "avi", ".txt": "txt",
-}  # fmt: skip
+
 def sniff_format(head: bytes) -> str | None:
     """The container format of a byte string from its first bytes ("png", "wav", "mp4", ...)."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -170,20 +158,27 @@ def _read_encoded(source: Any, item: str, limits: MediaLimits) -> bytes:
 
 
 def _what_it_is(data: bytes, expected: str) -> str:
-    """ "; it looks like audio (wav)" when the bytes look like something other than ``expected``."""
+    """The hint in a reader's refusal: "; it looks like audio (wav)" when the registered
+    modalities recognise the bytes as another modality's, "" when as ``expected``'s."""
     fmt = sniff_format(data[:16])
-    if fmt:
-        modality = _FORMAT_MODALITY[fmt]
-        return "" if modality == expected else f"; it looks like {modality} ({fmt})"
-    return "; it looks like text" if _looks_like_text(data[:512]) else "; unknown format"
+    try:
+        spec = resolve_modalities().sniff(data)
+    except Codi2Error:  # nothing (or several) recognise it
+        return f"; it looks like {fmt}" if fmt else "; unknown format"
+    if spec.name == expected:
+        return ""
+    return f"; it looks like {spec.name}" + (f" ({fmt})" if fmt else "")
 
 
 def _is_encoded(source: Any) -> bool:
     return isinstance(source, (str, Path, bytes, bytearray, memoryview))
 
 
-def _unwrap(source: Any, modality: str, name: str | None) -> tuple[Any, str | None, dict, Any]:
-    """(payload, name, meta, rate) for a Media source; checks it is of ``modality``."""
+def _unwrap(
+    source: Any, modality: str, name: str | None, rate: str | None = None
+) -> tuple[Any, str | None, dict, Any]:
+    """(payload, name, meta, rate) for a Media source; checks it is of ``modality``. ``rate``
+    names the Media field that holds the caller's rate ("sample_rate", "fps")."""
     if not isinstance(source, Media):
         return source, name, {}, None
     name = name or source.name
@@ -192,8 +187,7 @@ def _unwrap(source: Any, modality: str, name: str | None) -> tuple[Any, str | No
             f"is {_article(source.modality)} item, expected {modality}",
             item=_label(name, None, modality),
         )
-    rate = source.sample_rate if modality == "audio" else source.fps
-    return source.data, name, dict(source.meta), rate
+    return source.data, name, dict(source.meta), getattr(source, rate) if rate else None
 
 
 def _article(word: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import struct
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,6 @@ import numpy as np
 
 from codi2.core.media._common import (
     _DEFAULT_LIMITS,
-    _FORMAT_MODALITY,
     DEFAULT_VIDEO_FPS,
     MediaLimits,
     _filename,
@@ -37,17 +37,21 @@ def load_video(
     limits: MediaLimits | None = None,
     video_frames: int | None = None,
     fps: float | None = None,
+    formats: Collection[str] | None = None,
 ) -> Media:
     """RGB frames as uint8 ``[F, H, W, 3]`` with their ``fps``.
 
-    Files: anything ffmpeg decodes (MP4, WebM, MOV, AVI, GIF); the audio track is ignored.
+    Files: anything ffmpeg decodes (MP4, WebM, MOV, AVI; GIF through Pillow); the audio track
+    is ignored. ``formats``: the container formats (:func:`sniff_format` names) to accept; a
+    file whose magic bytes name another is refused before any decoding (the video modality
+    passes the formats it reads).
     Arrays ``[F, H, W, C]`` / ``[F, C, H, W]``, lists of frames, or ``(frames, fps)``; frames
     without a rate get ``fps`` or :data:`DEFAULT_VIDEO_FPS`. ``video_frames`` keeps that many
     frames spread uniformly (first and last included), and scales ``fps`` so the duration
     stays the same.
     """
     limits = limits or _DEFAULT_LIMITS
-    source, name, meta, rate = _unwrap(source, "video", name)
+    source, name, meta, rate = _unwrap(source, "video", name, "fps")
     if _is_rate_pair(source):
         source, rate = source
     item = _label(name, _filename(source), "video")
@@ -55,7 +59,7 @@ def load_video(
         raise MediaLimitError(f"video_frames must be >= 1, got {video_frames}", item=item)
     if _is_encoded(source):
         frames, rate, file_meta = _decode_video(
-            _read_encoded(source, item, limits), item, limits, video_frames
+            _read_encoded(source, item, limits), item, limits, video_frames, formats
         )
         meta.update(file_meta)
     else:
@@ -137,10 +141,14 @@ def _ffmpeg_reason(text: str) -> str:
 
 
 def _decode_video(
-    data: bytes, item: str, limits: MediaLimits, video_frames: int | None
+    data: bytes,
+    item: str,
+    limits: MediaLimits,
+    video_frames: int | None,
+    formats: Collection[str] | None = None,
 ) -> tuple[np.ndarray, float, dict]:
     fmt = sniff_format(data[:16])
-    if fmt and _FORMAT_MODALITY[fmt] != "video" and fmt != "gif":
+    if fmt and formats is not None and fmt not in formats:
         raise MediaDecodeError(f"not a video{_what_it_is(data, 'video')}", item=item)
     clock = DecodeClock(limits.max_decode_seconds, item)
     if fmt == "gif":

@@ -5,16 +5,18 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from codi2.core.media import audio_bytes, load_audio
 from codi2.core.modality import ModalitySpec
-from codi2.plugins.modalities import encodes, save, sniffs
+from codi2.plugins.modalities import saves, sniffs
 from codi2.registry import hookimpl
 
-FORMATS = ("wav", "flac", "ogg", "mp3", "m4a")
+#: container formats recognised by their magic bytes (all decoded by soundfile)
+READS = ("wav", "flac", "ogg", "mp3", "m4a")
+#: suffix -> format of the files it writes; the first is the default
+WRITES = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".oga": "ogg"}
 
 
 def _load(source: Any, *, name: str | None = None, limits: Any = None, sample_rate: int | None = 16000, **_: Any) -> Any:
-    from codi2.core.media import load_audio
-
     return load_audio(source, name=name, sample_rate=sample_rate, limits=limits)
 
 
@@ -34,16 +36,17 @@ def spec() -> ModalitySpec:
         name="audio",
         description="mono audio (float32 in [-1, 1] at a sample rate); WAV, FLAC, OGG, MP3, M4A",
         load=_load,
-        encode=encodes("wav"),
+        encode=audio_bytes,
         suffixes=(".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aiff", ".aif"),
         mime_type="audio/wav",
         mime_types=("audio/x-wav", "audio/wave", "audio/flac", "audio/ogg", "audio/mpeg", "audio/mp4"),
-        sniff=sniffs(FORMATS),
+        sniff=sniffs(READS),
         claims=_claims,
         describe=_describe,
         display="audio",
         noun="an audio clip",
-        save=save,
+        writes=tuple(WRITES),
+        save=saves(WRITES, audio_bytes),
     )
 
 

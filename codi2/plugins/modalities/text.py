@@ -5,19 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from codi2.core.media import load_text, looks_like_text
 from codi2.core.modality import ModalitySpec
 from codi2.registry import hookimpl
 
 
 def _load(source: Any, *, name: str | None = None, limits: Any = None, **_: Any) -> Any:
-    from codi2.core.media import load_text
-
     return load_text(source, name=name, limits=limits)
 
 
 def _sniff(head: bytes) -> bool:
-    from codi2.core.media import looks_like_text
-
     return looks_like_text(head[:512])
 
 

@@ -80,6 +80,7 @@ class ImageSource:
 
     def _decode(self, image_id: str, where: str) -> str:
         from codi2.core.media import sniff_format
+        from codi2.core.modality import resolve_modalities
 
         value = self.encoded[image_id]
         if not isinstance(value, str):
@@ -88,10 +89,11 @@ class ImageSource:
             data = base64.b64decode(value.split(",", 1)[-1] if value.startswith("data:") else value, validate=False)
         except (binascii.Error, ValueError) as exc:
             raise DatasetError(f"{self.source}: image {image_id!r}: invalid base64 ({exc})") from None
-        fmt = sniff_format(data[:64])
-        if fmt not in ("png", "jpeg", "gif", "bmp", "webp", "tiff"):
+        image = resolve_modalities().get("image")  # MIMIC-IT's pictures are images
+        if not image.sniff or not image.sniff(data[:4096]):
             raise DatasetError(f"{self.source}: image {image_id!r} (used by {where}) is not a known image format")
-        path, rel = self.writer.new(f"{safe_name(image_id)}.{'jpg' if fmt == 'jpeg' else fmt}")
+        suffix = f".{sniff_format(data[:64])}"  # the file keeps its format's own suffix
+        path, rel = self.writer.new(safe_name(image_id) + (suffix if suffix in image.suffixes else image.suffix))
         path.write_bytes(data)
         return rel
 
