@@ -126,6 +126,39 @@ def test_rms_loudness_makes_audio_features_gain_invariant():
     assert torch.is_tensor(encoder.inputs([Media("audio", wave, sample_rate=16000)], "audio"))
 
 
+def test_content_centring_places_the_drawing_and_leaves_world_renders_alone():
+    from codi2.core.types import Media
+    from codi2.plugins.toy import ToyEncoderOptions, load_encoder
+    from codi2.plugins.toy.encoder import content_centred
+
+    for item in w.all_image_items():  # the world draws every shape centred: nothing moves
+        data = np.asarray(w.to_media(item).data)
+        assert np.array_equal(content_centred(data), data)
+    world = np.asarray(w.to_media(ImageItem("triangle", "blue", "small")).data)
+    for dy, dx in ((3, -2), (-3, 3), (0, 2)):  # a shifted drawing comes back to the world's place
+        shifted = np.full_like(world, 255)
+        shifted[max(0, dy):32 + min(0, dy), max(0, dx):32 + min(0, dx)] = world[max(0, -dy):32 - max(0, dy), max(0, -dx):32 - max(0, dx)]
+        assert np.array_equal(content_centred(shifted), world)
+    # anti-aliased, JPEG'd, on a dark background, off-centre on a wider canvas: box centred to 1 px
+    canvas = np.zeros((40, 60, 3), np.uint8)
+    canvas[5:15, 8:20] = (200, 60, 60)
+    canvas[5, 8:20] = canvas[14, 8:20] = (90, 30, 30)
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, "JPEG", quality=70)
+    placed = content_centred(np.asarray(Image.open(buffer).convert("RGB")))
+    rows, cols = np.nonzero(np.abs(placed.astype(int)).sum(-1) > 150)
+    assert abs((rows.min() + rows.max()) / 2 - 19.5) <= 1 and abs((cols.min() + cols.max()) / 2 - 29.5) <= 1
+    assert placed[0, 0].sum() < 30  # the uncovered border takes the background colour
+    flat = np.full((16, 16, 3), 128, np.uint8)
+    assert content_centred(flat) is flat or np.array_equal(content_centred(flat), flat)
+    # the option reaches the features, and the encoder's identity (feature caches) names it
+    encoders = {c: load_encoder(ToyEncoderOptions(random_init=True, seed=0, image_centring=c)) for c in ("none", "content")}
+    shifted_item, world_item = Media("image", shifted), Media("image", world)
+    moved = {c: (e.encode([shifted_item], "image") - e.encode([world_item], "image")).abs().max().item() for c, e in encoders.items()}
+    assert moved["content"] < 1e-6 < moved["none"]
+    assert "image_centring=content" in encoders["content"].identity
+
+
 def test_rolled_shifts_each_image_within_the_bound():
     import torch
 

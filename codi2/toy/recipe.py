@@ -76,6 +76,8 @@ class RecipeSettings:
     encoder_size: dict[str, int] = field(default_factory=dict)
     #: the toy encoder's audio loudness normalisation (``ToyEncoderOptions.audio_loudness``)
     audio_loudness: str = "rms"
+    #: the toy encoder's image position normalisation (``ToyEncoderOptions.image_centring``)
+    image_centring: str = "content"
     #: augmented views (:mod:`codi2.toy.augment`) per world item in the encoder phase's pool
     encoder_views: int = 16
     #: augmented views per vision/audio minibatch of the encoder phase (beside ``encoder.batch`` exact ones)
@@ -171,7 +173,7 @@ def world_items(rain_seeds: int) -> tuple[list[Any], list[Any]]:
 
 def encoder_options(settings: RecipeSettings) -> dict[str, Any]:
     """The toy-encoder options every phase's configuration repeats (size and preprocessing)."""
-    return {**settings.encoder_size, "audio_loudness": settings.audio_loudness}
+    return {**settings.encoder_size, "audio_loudness": settings.audio_loudness, "image_centring": settings.image_centring}
 
 
 def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None]) -> dict[str, Any]:

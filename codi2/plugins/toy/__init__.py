@@ -70,6 +70,11 @@ class ToyEncoderOptions(BaseModel):
     #: level (a quiet recording means the same as a loud one; the recipe's choice), "none" reads
     #: the waveform as is (models trained before the option existed)
     audio_loudness: Literal["none", "rms"] = "none"
+    #: image position normalisation before the vision tower: "content" moves the picture so the
+    #: bounding box of what differs from its background sits at the centre (a drawing shifted
+    #: by a few pixels means the same; the recipe's choice), "none" reads it as is (models
+    #: trained before the option existed)
+    image_centring: Literal["none", "content"] = "none"
     seed: int = 0
 
 

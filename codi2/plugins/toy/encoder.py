@@ -15,6 +15,7 @@ downstream phase reads features, so everything trained on them saw exactly these
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class ToyEncoder(ImageBindEncoder):
     @property
     def identity(self) -> str:
         weights = f"random-{id(self):x}" if self.weights == "random" else self.weights
-        return f"{NAME}(size={self.size_tag};weights={weights};video_frames={self.video_frames};audio_loudness={self.options.audio_loudness})"
+        return f"{NAME}(size={self.size_tag};weights={weights};video_frames={self.video_frames};audio_loudness={self.options.audio_loudness};image_centring={self.options.image_centring})"
 
     def tokens_per_item(self, modality: str) -> int:
         self.check_modality(modality)
@@ -91,11 +92,16 @@ class ToyEncoder(ImageBindEncoder):
         if data.ndim != 4 or data.shape[-1] != 3 or data.dtype != np.uint8 or 0 in data.shape:
             raise MediaError(f"video must be uint8 [frames, H, W, 3], got {data.dtype} {data.shape}", item=item.label)
         picks = np.linspace(0, len(data) - 1, self.video_frames).round().astype(int)
-        return data[picks]
+        return np.stack([self._placed(frame) for frame in data[picks]])
+
+    def _placed(self, image: np.ndarray) -> np.ndarray:
+        return content_centred(image) if self.options.image_centring == "content" else image
 
     def _views(self, item: Media, modality: str) -> torch.Tensor:
         if modality == "audio" and self.options.audio_loudness == "rms" and isinstance(item.data, np.ndarray):
             item = Media("audio", loudness_normalised(item.data), sample_rate=item.sample_rate, name=item.name)
+        if modality == "image" and isinstance(item.data, np.ndarray) and item.data.ndim == 3:
+            item = Media("image", self._placed(item.data), name=item.name)
         return super()._views(item, modality)
 
     def inputs(self, items: Sequence[Media], modality: str) -> torch.Tensor:
@@ -128,6 +134,39 @@ def loudness_normalised(wave: np.ndarray) -> np.ndarray:
     if rms == 0.0:
         return wave
     return wave * np.float32(min(TARGET_RMS / rms, MAX_GAIN))
+
+
+def content_centred(image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 ``[H, W, 3]``) moved so that the bounding box of its content sits at the
+    centre, the uncovered border filled with the background colour.
+
+    The background is the median colour of the outermost pixels; content is every pixel that
+    differs from it by more than half the largest difference (so anti-aliased edges, JPEG
+    ringing and a colour off by a few levels do not move the box). An image with no content
+    (uniform) comes back unchanged."""
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim != 3 or min(image.shape[:2]) < 3:
+        return image
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    background = np.median(border, axis=0).astype(np.int16)
+    distance = np.abs(image.astype(np.int16) - background).sum(axis=-1)
+    peak = int(distance.max())
+    if peak < 24:  # uniform up to noise: nothing to place
+        return image
+    rows, cols = np.nonzero(distance > peak / 2)
+    height, width = distance.shape
+    # a box of even/odd parity off the centre by half a pixel always resolves the same way
+    # (ceil), so every shifted copy of one drawing lands on the same pixels
+    dy = math.ceil((height - 1 - int(rows.min()) - int(rows.max())) / 2)
+    dx = math.ceil((width - 1 - int(cols.min()) - int(cols.max())) / 2)
+    if dy == 0 and dx == 0:
+        return image
+    out = np.empty_like(image)
+    out[:] = background.astype(np.uint8)
+    src_y, dst_y = slice(max(0, -dy), height - max(0, dy)), slice(max(0, dy), height - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), width - max(0, dx)), slice(max(0, dx), width - max(0, -dx))
+    out[dst_y, dst_x] = image[src_y, src_x]
+    return out
 
 
 def save_encoder(encoder_model: ImageBindModel, path: str | Path) -> Path:
