@@ -174,3 +174,23 @@ def chat_model_dir() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def slowed(model, seconds: float, *, endless: bool = False) -> dict[str, int]:
+    """Make every LLM forward of ``model`` take ``seconds`` longer (deadlines, disconnects and
+    batches become observable); ``endless``: no end-of-sequence token, so each answer is exactly
+    its ``max_tokens`` long. Returns a counter of the forwards run so far (``["n"]``)."""
+    import time
+
+    calls = {"n": 0}
+    forward = model.llm.forward
+
+    def slow_forward(*args, **kwargs):
+        calls["n"] += 1
+        time.sleep(seconds)
+        return forward(*args, **kwargs)
+
+    model.llm.forward = slow_forward
+    if endless:
+        model.llm.eos_token_ids = ()
+    return calls

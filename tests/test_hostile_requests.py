@@ -13,7 +13,7 @@ import pytest
 import torch
 
 pytest.importorskip("fastapi")
-from _tiny_chat_model import chat_model_dir, torch_threads
+from _tiny_chat_model import chat_model_dir, slowed, torch_threads
 from fastapi.testclient import TestClient
 
 import codi2
@@ -204,16 +204,7 @@ def test_a_client_that_goes_away_stops_its_video_decoding(model, tmp_path):
 
 def test_a_client_that_goes_away_stops_its_generation(model_dir):
     slow = codi2.load(model_dir)
-    calls = {"n": 0}
-    forward = slow.llm.forward
-
-    def slow_forward(*args, **kwargs):
-        calls["n"] += 1
-        time.sleep(0.05)
-        return forward(*args, **kwargs)
-
-    slow.llm.forward = slow_forward
-    slow.llm.eos_token_ids = ()  # never done early: 200 tokens take 10 s unless stopped
+    calls = slowed(slow, 0.05, endless=True)  # never done early: 200 tokens take 10 s unless stopped
     app = create_app(slow, settings=ServerSettings())
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200,
                        "temperature": 1.0, "seed": 1}).encode()  # fmt: skip

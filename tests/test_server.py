@@ -25,7 +25,14 @@ from PIL import Image
 if os.environ.get("CI", "").lower() != "true":  # on CI a missing extra is a failure, not a skip
     pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install 'codi2[serve]'")
 import httpx
-from _tiny_chat_model import EveryModality, chat_model_dir, png_bytes, torch_threads, wav_bytes
+from _tiny_chat_model import (
+    EveryModality,
+    chat_model_dir,
+    png_bytes,
+    slowed,
+    torch_threads,
+    wav_bytes,
+)
 from fastapi.testclient import TestClient
 
 import codi2
@@ -298,15 +305,8 @@ def test_503_while_the_model_loads_then_ready(model_dir):
 
 def test_504_past_the_deadline_and_the_worker_is_freed(model_dir):
     slow = codi2.load(model_dir)
-    calls = {"n": 0}
     forward = slow.llm.forward
-
-    def slow_forward(*args, **kwargs):
-        calls["n"] += 1
-        time.sleep(0.1)
-        return forward(*args, **kwargs)
-
-    slow.llm.forward = slow_forward
+    calls = slowed(slow, 0.1)
     settings = ServerSettings(**{**SETTINGS, "request_timeout": 0.3})
     with torch_threads(1), TestClient(create_app(slow, settings=settings)) as c:
         request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 64, "temperature": 1.0, "seed": 1}

@@ -20,7 +20,7 @@ from PIL import Image
 
 if os.environ.get("CI", "").lower() != "true":  # on CI a missing extra is a failure, not a skip
     pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install 'codi2[serve]'")
-from _tiny_chat_model import chat_model_dir, png_bytes, torch_threads
+from _tiny_chat_model import chat_model_dir, png_bytes, slowed, torch_threads
 from fastapi.testclient import TestClient
 from test_server import SETTINGS, sse_events, strip_urls
 
@@ -263,16 +263,7 @@ async def _asgi_post(app, body: dict, disconnect_after: float | None = None) -> 
 
 def test_a_client_going_away_stops_its_row_and_the_batch_answers_the_others():
     slow = codi2.load(chat_model_dir())
-    calls = {"n": 0}
-    forward = slow.llm.forward
-
-    def slow_forward(*args, **kwargs):
-        calls["n"] += 1
-        time.sleep(0.05)
-        return forward(*args, **kwargs)
-
-    slow.llm.forward = slow_forward
-    slow.llm.eos_token_ids = ()  # never done early: each answer is exactly max_tokens long
+    calls = slowed(slow, 0.05, endless=True)  # each answer is exactly max_tokens long
     app = create_app(slow, settings=ServerSettings(max_batch=8, batch_window=0.2))
     message = [{"role": "user", "content": "hi"}]
     stays = {"messages": message, "max_tokens": 20, "temperature": 1.0, "seed": 1}
@@ -295,14 +286,7 @@ def test_a_short_request_is_answered_without_waiting_for_the_long_one_in_its_bat
     """Each request is answered as soon as its row is complete. (A whole answer with media waits
     for the batch's text: its media are rendered with the others', one decoder call.)"""
     slow = codi2.load(chat_model_dir())
-    forward = slow.llm.forward
-
-    def slow_forward(*args, **kwargs):
-        time.sleep(0.05)
-        return forward(*args, **kwargs)
-
-    slow.llm.forward = slow_forward
-    slow.llm.eos_token_ids = ()  # each answer is exactly max_tokens long
+    slowed(slow, 0.05, endless=True)  # each answer is exactly max_tokens long
     app = create_app(slow, settings=ServerSettings(max_batch=8, batch_window=0.2))
     message = [{"role": "user", "content": "hi"}]
     finished = {}
