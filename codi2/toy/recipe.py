@@ -257,16 +257,16 @@ def train_encoder(settings: RecipeSettings, out: Path, log: Callable[[str], None
     metrics = encoder_metrics(encoder, images, audio)
     with torch.no_grad():
         protos = prototypes()
-        for tower, x, labels in (("image", x_img, image_labels), ("audio", x_aud, audio_labels)):
-            emb = net.embed("vision" if tower == "image" else "audio", x)
-            metrics[f"{tower}_to_prototype"] = round(float((emb @ protos.T).argmax(1).eq(labels).float().mean()), 3)
+        for modality, tower, x, labels in (("image", "vision", x_img, image_labels), ("audio", "audio", x_aud, audio_labels)):
+            emb = net.embed(tower, x)
+            metrics[f"{modality}_to_prototype"] = round(float((emb @ protos.T).argmax(1).eq(labels).float().mean()), 3)
         # augmented views the phase never trained on (other seeds): robustness, as trained
-        for tower, items, labels in (("image", [i for i, _ in images], image_labels),
-                                     ("audio", audio_items, torch.arange(len(audio_items)) + len(images))):
+        for modality, tower, items, labels in (("image", "vision", [i for i, _ in images], image_labels),
+                                               ("audio", "audio", audio_items, torch.arange(len(audio_items)) + len(images))):
             x, seen = augment.encoder_views(encoder, items, 2, settings.seed + 10**6)
-            emb = net.embed("vision" if tower == "image" else "audio", x)
+            emb = net.embed(tower, x)
             want = labels[torch.tensor([items.index(i) for i in seen])]
-            metrics[f"{tower}_views_to_prototype"] = round(float((emb @ protos.T).argmax(1).eq(want).float().mean()), 3)
+            metrics[f"{modality}_views_to_prototype"] = round(float((emb @ protos.T).argmax(1).eq(want).float().mean()), 3)
     log(f"encoder done: {clock.step} steps in {clock.elapsed:.0f} s; {metrics}")
     return {"steps": clock.step, "seconds": round(clock.elapsed, 1), "final_loss": round(loss.item(), 4), **metrics}
 
