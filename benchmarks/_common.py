@@ -156,50 +156,57 @@ def own_time(
     *,
     repeats: int,
     warmup: int = 1,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per side, the median CPU time spent OUTSIDE the given component calls (``own_ms``).
+    """Per side, the median CPU time spent OUTSIDE the given component calls (``own_ms``), the
+    total (``total_ms``) and, per component, the time inside it (``<label>_ms``; ``labels``
+    name the components, default ``owner-class.method``).
 
     Each ``(owner, name)`` is wrapped in place for the measurement (an instance's method, or a
     class's ``__call__``) and restored afterwards. Both sides call the same components doing the
     same work, so the difference of their own times is the wrapper's overhead, measured without
-    the much larger noise of the components' own run times (a diagnostic next to the ratios).
+    the much larger noise of the components' own run times (a diagnostic next to the ratios);
+    the components' times say which part of the work gains how much on one side.
     """
-    spent = [0.0]
+    labels = list(labels or [f"{type(owner).__name__}.{name}" for owner, name in components])
+    spent = dict.fromkeys(labels, 0.0)
 
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[0] += time.process_time() - start
+                spent[label] += time.process_time() - start
 
         return timed
 
     saved = []
-    for owner, name in components:
+    for (owner, name), label in zip(components, labels):
         own_attr = name in vars(owner)
         saved.append((owner, name, own_attr, vars(owner).get(name)))
-        setattr(owner, name, wrap(getattr(owner, name)))
-    out: dict[str, dict[str, list[float]]] = {n: {"own": [], "total": []} for n in sides}
+        setattr(owner, name, wrap(getattr(owner, name), label))
+    out: dict[str, dict[str, list[float]]] = {n: {key: [] for key in ("own", "total", *labels)} for n in sides}
     try:
         names = list(sides)
         for i in range(warmup + repeats):
             for name in names if i % 2 == 0 else names[::-1]:
-                spent[0] = 0.0
+                spent.update(dict.fromkeys(labels, 0.0))
                 start = time.process_time()
                 sides[name]()
                 total = time.process_time() - start
                 if i >= warmup:
-                    out[name]["own"].append(total - spent[0])
+                    out[name]["own"].append(total - sum(spent.values()))
                     out[name]["total"].append(total)
+                    for label in labels:
+                        out[name][label].append(spent[label])
     finally:
         for owner, name, own_attr, value in reversed(saved):
             if own_attr:
                 setattr(owner, name, value)
             else:
                 delattr(owner, name)
-    return {n: {"own_ms": 1000 * median(v["own"]), "total_ms": 1000 * median(v["total"])} for n, v in out.items()}
+    return {n: {f"{key}_ms": 1000 * median(v) for key, v in values.items()} for n, values in out.items()}
 
 
 def median(values: Sequence[float]) -> float:

@@ -164,6 +164,24 @@ def test_fidelity_starts_as_the_plain_model(spec, model_dir, decoder, stock, ima
         decoder.generate(cond, reference=images, steps=1)
 
 
+@pytest.mark.parametrize("guidance", [1.0, 10.0])
+def test_one_generator_per_row_equals_each_row_alone_with_references(spec, model_dir, images, guidance):
+    """Batched generation hands the decoder one generator per row (``per_item_generators``):
+    rows with and without a reference, through the own sampling loop, each get the pixels it
+    gets alone (the plain path is checked by ``check_decoder`` in ``test_contract``)."""
+    fid = load(spec, model_dir, fidelity=True, noise_level=50)
+    with torch.no_grad():  # the fidelity channels start at zero: give the reference an effect
+        fid.unet.conv_in.weight[:, 4:].normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    cond = torch.randn(3, 1, DIM, generator=torch.Generator().manual_seed(6))
+    references, seeds = [images[0], None, images[1]], [7, 8, 9]
+    rows = fid.generate(cond, reference=references, steps=STEPS, guidance=guidance,
+                        generator=[torch.Generator().manual_seed(s) for s in seeds])
+    for k, (row, seed) in enumerate(zip(rows, seeds)):
+        [alone] = fid.generate(cond[k : k + 1], reference=[references[k]], steps=STEPS, guidance=guidance,
+                               generator=torch.Generator().manual_seed(seed))
+        assert np.abs(row.data.astype(int) - alone.data.astype(int)).max() <= 2, k
+
+
 def test_fidelity_adapters_train_conv_in_and_round_trip(spec, model_dir, images):
     fid = load(spec, model_dir, fidelity=True, trainable="adapters")
     trainable = {n for n, p in fid.named_parameters() if p.requires_grad}

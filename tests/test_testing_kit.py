@@ -37,6 +37,15 @@ class NondeterministicDecoder(TinyDecoder):
         return super().generate(cond, reference, steps=steps, guidance=guidance, generator=None)
 
 
+class SharedNoiseDecoder(TinyDecoder):
+    """Claims one generator per row but draws every row's noise from the first one."""
+
+    def generate(self, cond, reference=None, *, steps=None, guidance=None, generator=None):
+        if isinstance(generator, list):
+            generator = generator[0]
+        return super().generate(cond, reference, steps=steps, guidance=guidance, generator=generator)
+
+
 class LeakyEncoder(TinyEncoder):
     def encode(self, items, modality):
         return super().encode(items, modality).requires_grad_(True)
@@ -50,6 +59,7 @@ class NoCacheLLM(TinyLLM):
 @pytest.mark.parametrize("check, component, args, message", [
     (check_decoder, DetachingDecoder(), None, "back-propagate into cond"),
     (check_decoder, NondeterministicDecoder(), None, "not deterministic"),
+    (check_decoder, SharedNoiseDecoder(), None, "per_item_generators: row 1"),
     (check_encoder, LeakyEncoder(), {"image": test_media("image")}, "must not build a graph"),
     (check_llm, NoCacheLLM(), None, "KV cache"),
 ])

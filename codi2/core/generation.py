@@ -317,6 +317,7 @@ def _generate_rows(
             break
         logits_all = model.logits(row_logits, row_hidden)
         feeds: dict[int, torch.Tensor] = {}
+        text: dict[int, int] = {}  # row -> its new text token, embedded for all rows at once below
         opened: dict[str, list[int]] = defaultdict(list)
         for row in stopping(sorted(active)) if should_stop is not None else ():
             stop(row)
@@ -337,12 +338,14 @@ def _generate_rows(
                 continue
             if marker is None:
                 if index + 1 < limits[row]:  # the last token's forward would never be read
-                    feeds[row] = embed([token])
+                    text[row] = token
                 continue
             flush(row)
             modality = marker[0]
             feeds[row] = torch.cat([embed([token]), model.slots[modality].to(out.hidden.dtype)])
             opened[modality].append(row)
+        if text:
+            feeds.update(zip(text, embed(list(text.values()))[:, None]))
         if not feeds:
             continue
         forward(feeds)

@@ -258,8 +258,12 @@ class DiffusersDecoder(DecoderBase):
     its modules as attributes (``self.unet = pipeline.unet``, ...) so ``.to()`` and
     ``.parameters()`` reach them, and list every part but the UNet in ``frozen_parts``.
     ``full`` trains the UNet; sampling calls the pipeline itself with the conditioning as its
-    embeddings."""
+    embeddings. A stock pipeline takes one generator per row (diffusers' ``randn_tensor`` draws
+    row ``i`` from ``generator[i]``), so a batch of seeded items is one call
+    (``per_item_generators``; :func:`codi2.testing.check_decoder` checks each row equals the
+    row generated alone)."""
 
+    per_item_generators = True
     pipeline: Any
     unet: nn.Module
 
