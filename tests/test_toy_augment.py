@@ -82,9 +82,9 @@ def test_training_does_not_use_the_test_renderer():
     """The foreign split stays a test: neither the augmentation nor the recipe imports it."""
     import ast
 
-    from codi2.toy import recipe
+    from codi2.toy import recipe, recipe_decoders, recipe_encoder, recipe_mllm, recipe_settings
 
-    for module in (A, recipe):
+    for module in (A, recipe, recipe_settings, recipe_encoder, recipe_decoders, recipe_mllm):
         tree = ast.parse(Path(module.__file__).read_text())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
