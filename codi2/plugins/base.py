@@ -259,11 +259,11 @@ class DiffusersDecoder(DecoderBase):
     ``.parameters()`` reach them, and list every part but the UNet in ``frozen_parts``.
     ``full`` trains the UNet; sampling calls the pipeline itself with the conditioning as its
     embeddings. A stock pipeline takes one generator per row (diffusers' ``randn_tensor`` draws
-    row ``i`` from ``generator[i]``), so a batch of seeded items is one call
-    (``per_item_generators``; :func:`codi2.testing.check_decoder` checks each row equals the
-    row generated alone)."""
+    row ``i`` from ``generator[i]``): a subclass whose ``generate`` hands ``generator`` on to
+    such calls sets ``per_item_generators = True``, so a batch of seeded items is one call
+    (:func:`codi2.testing.check_decoder` checks each row equals the row generated alone). It is
+    not set here: a subclass that draws its own noise from one generator would break."""
 
-    per_item_generators = True
     pipeline: Any
     unet: nn.Module
 

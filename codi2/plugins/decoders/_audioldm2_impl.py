@@ -133,6 +133,7 @@ class AudioLDM2Decoder(DiffusersDecoder):
 
     name = NAME
     modality = "audio"
+    per_item_generators = True  # generate() passes one generator per row to the stock pipeline
     supports_reference = False
     frozen_parts = ("vae", "vocoder", "text_encoder", "text_encoder_2", "projection_model", "language_model")
 

@@ -53,6 +53,7 @@ class PromptEmbedsDecoder(DiffusersDecoder):
 
     name = NAME
     supports_reference = False
+    per_item_generators = True  # generate() passes one generator per row to the stock pipeline
 
     def __init__(self, pipeline: Any, options: DiffusersPipelineOptions):
         super().__init__()

@@ -87,6 +87,7 @@ class SDUnCLIPDecoder(DiffusersDecoder):
 
     name = NAME
     modality = "image"
+    per_item_generators = True  # generate() passes one generator per row to the stock pipeline
     frozen_parts = ("vae", "text_encoder", "image_encoder", "image_normalizer")
     state_hint = " (was the checkpoint trained with fidelity=true?)"
 

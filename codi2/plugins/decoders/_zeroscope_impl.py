@@ -63,6 +63,7 @@ class ZeroscopeDecoder(DiffusersDecoder):
 
     name = NAME
     modality = "video"
+    per_item_generators = True  # generate() passes one generator per row to the stock pipeline
     supports_reference = False
     frozen_parts = ("vae", "text_encoder")
 
