@@ -24,16 +24,22 @@ from codi2.toy.tasks import make_samples
 SEED = 0
 N = 10
 # Least number of the N cases that must pass, per (task, held-out answers, foreign inputs): the
-# shipped model's score at SEED less a margin of two cases. Measured with the model retrained for
-# issue 14 (augmented encoder, loudness and position normalisation, the new task shapes): 10/10
-# on every held-out world case below except video_next (8/10); on foreign inputs image_exemplar
-# held-out 4/10 (foreign images are still the model's weak point; docs/toy-model.md),
-# image_to_text 9/10, audio_exemplar held-out 10/10 (0/10-1/10 before loudness normalisation).
+# shipped model's score at SEED less a margin of two cases. Measured 2026-12-07 with the model
+# whose MLLM was retrained on multi-round chats cut after a random round (docs/toy-model.md):
+# 10/10 on every world case below; on foreign inputs image_exemplar held-out 7/10 (foreign
+# images are still the model's weak point; docs/toy-model.md), image_to_text 9/10 (held-out
+# answers 8/10), video_next held-out 9/10, audio_exemplar held-out 10/10 (0/10-1/10 before
+# loudness normalisation). image_to_text held-out on world inputs is guarded because it is the
+# cell that varies between training runs (a fresh run of the same recipe: 0.43 over 60 cases).
 IMAGE_EXEMPLAR_HELD_OUT = 8
-IMAGE_EXEMPLAR_HELD_OUT_FOREIGN = 2
+IMAGE_EXEMPLAR_HELD_OUT_FOREIGN = 5
+IMAGE_TO_TEXT_HELD_OUT = 8
 IMAGE_TO_TEXT_FOREIGN = 7
+IMAGE_TO_TEXT_HELD_OUT_FOREIGN = 6
 AUDIO_EXEMPLAR_HELD_OUT_FOREIGN = 8
-VIDEO_NEXT_HELD_OUT = 6
+VIDEO_NEXT_HELD_OUT = 8
+VIDEO_NEXT_HELD_OUT_FOREIGN = 7
+MULTI_ROUND_SEEN = 8
 MULTI_ROUND_HELD_OUT = 8
 SOUND_EDIT_HELD_OUT = 8
 EXEMPLAR_IMAGE_TO_AUDIO_HELD_OUT = 8
@@ -43,9 +49,13 @@ INTERLEAVED_HELD_OUT = 8
 THRESHOLDS = {
     ("image_exemplar", True, False): IMAGE_EXEMPLAR_HELD_OUT,
     ("image_exemplar", True, True): IMAGE_EXEMPLAR_HELD_OUT_FOREIGN,
+    ("image_to_text", True, False): IMAGE_TO_TEXT_HELD_OUT,
     ("image_to_text", None, True): IMAGE_TO_TEXT_FOREIGN,
+    ("image_to_text", True, True): IMAGE_TO_TEXT_HELD_OUT_FOREIGN,
     ("audio_exemplar", True, True): AUDIO_EXEMPLAR_HELD_OUT_FOREIGN,
     ("video_next", True, False): VIDEO_NEXT_HELD_OUT,
+    ("video_next", True, True): VIDEO_NEXT_HELD_OUT_FOREIGN,
+    ("multi_round", False, False): MULTI_ROUND_SEEN,
     ("multi_round", True, False): MULTI_ROUND_HELD_OUT,
     ("sound_edit", True, False): SOUND_EDIT_HELD_OUT,
     ("exemplar_image_to_audio", True, False): EXEMPLAR_IMAGE_TO_AUDIO_HELD_OUT,

@@ -122,3 +122,20 @@ def test_training_mix_includes_the_new_tasks():
     # appended after the older tasks: the older tasks' training seeds (seed + task index) stay the same
     assert list(TASKS)[-len(NEW_TASKS) :] == list(NEW_TASKS)
     assert settings.samples_per_task * total <= 20000  # the MLLM phase (1600 x 48) sees each conversation a few times
+
+
+def test_training_chats_end_after_every_round_from_the_second():
+    """Only a conversation's last round is a generation target, so a training chat that always
+    ran all three rounds would never teach the LLM its middle round (the recolour) in chat form."""
+    train = make_samples("multi_round", 80, seed=3, split="train")
+    lengths = {len(s.rounds) for s in train}
+    assert lengths == {2, 3}
+    for s in train:
+        assistant = [m for m in s.conversation if m["role"] == "assistant"]
+        assert len(assistant) == len(s.rounds) == len(s.followups) + 1 == len(s.expected)
+        targets = [part.get("target", True) for m in assistant for part in m["content"] if part["type"] == "image"]
+        assert targets == [False] * (len(targets) - 1) + [True]
+        # the last kept round's answer is the target, and it is that round's expected item
+        assert s.targets[-1].name == f"target{len(s.expected) - 1}"
+    # evaluation keeps every round: the bench asks them all
+    assert {len(s.rounds) for s in make_samples("multi_round", 20, seed=3, split="eval")} == {3}

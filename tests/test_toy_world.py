@@ -309,7 +309,7 @@ def test_task_semantics():
         assert s.expected[0] not in (a, b)  # no input is the answer
     for s in make_samples("audio_exemplar", 10, seed=0):
         assert s.expected == [s.inputs["c"].with_(overlay=s.inputs["b"].overlay)] and s.inputs["a"].overlay == "none"
-    s = make_samples("multi_round", 1, seed=0)[0]
+    s = make_samples("multi_round", 1, seed=0, split="eval")[0]
     assert len(s.prompts) == 3 and s.prompts[1].startswith("Make it ") and s.prompts[2].startswith("Now make it ")
     first, second, third = s.expected
     assert second == first.with_(colour=second.colour) and third == second.with_(size=third.size) != second
