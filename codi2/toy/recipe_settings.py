@@ -55,7 +55,7 @@ class RecipeSettings:
     samples_per_task: int = 600
     #: tasks that get more training conversations (relational tasks learn slowest)
     task_weight: dict[str, int] = field(default_factory=lambda: {
-        "image_exemplar": 4, "audio_exemplar": 2, "video_next": 4, "multi_round": 3,
+        "image_exemplar": 4, "audio_exemplar": 2, "video_next": 2, "multi_round": 3,
         "exemplar_image_to_audio": 2, "exemplar_audio_to_image": 2, "interleaved": 2})
     #: prompts per task and split in the final evaluation (0: no evaluation)
     eval_per_task: int = 6
