@@ -22,8 +22,9 @@ def registry():
     return _registry()
 
 
-def test_toy_encoder_passes_the_contract_kit(registry):
-    encoder = registry.load("encoder", {"plugin": "toy-encoder", "options": {"random_init": True}})
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_toy_encoder_passes_the_contract_kit(registry, stem):
+    encoder = registry.load("encoder", {"plugin": "toy-encoder", "options": {"random_init": True, "vision_stem": stem}})
     clip = w.to_media(w.video_sequence(w.ImageItem("circle", "red"), "colour", 4))
     check_encoder(encoder, {
         "image": w.to_media(w.ImageItem("square", "blue")),
@@ -34,6 +35,25 @@ def test_toy_encoder_passes_the_contract_kit(registry):
     assert encoder.tokens_per_item("video") == 4  # one token per frame: the clip's order survives
     feats = encoder.encode([clip], "video")[0]
     assert not torch.allclose(feats[0], feats[1])  # different frames, different tokens
+
+
+def test_the_vision_stem_is_saved_loaded_and_checked(tmp_path):
+    """A conv-stem encoder round-trips through its file; read with the other stem, the file is a
+    one-line load error that names the option, not a silently re-initialised layer."""
+    from codi2.errors import ComponentLoadError
+    from codi2.plugins.toy import ToyEncoderOptions, load_encoder
+    from codi2.plugins.toy.encoder import ConvStem, save_encoder
+
+    trained = load_encoder(ToyEncoderOptions(random_init=True, seed=3, vision_stem="conv"))
+    stem = trained.model.modality_preprocessors["vision"].rgbt_stem.proj
+    assert isinstance(stem, ConvStem)
+    path = save_encoder(trained.model, tmp_path / "encoder.safetensors")
+    item = w.to_media(w.ImageItem("triangle", "orange", "small"))
+    loaded = load_encoder(ToyEncoderOptions(weights=str(path), vision_stem="conv"))
+    assert torch.equal(loaded.encode([item], "image"), trained.encode([item], "image"))
+    assert "vision_stem=conv" in loaded.identity  # feature caches keep the stems apart
+    with pytest.raises(ComponentLoadError, match="vision_stem='patch'"):
+        load_encoder(ToyEncoderOptions(weights=str(path), vision_stem="patch"))
 
 
 @pytest.mark.parametrize("plugin, channels, items", [

@@ -35,6 +35,8 @@ class RecipeSettings:
     audio_loudness: str = "rms"
     #: the toy encoder's image position normalisation (``ToyEncoderOptions.image_centring``)
     image_centring: str = "content"
+    #: the toy encoder's vision stem (``ToyEncoderOptions.vision_stem``)
+    vision_stem: str = "conv"
     #: augmented views (:mod:`codi2.toy.augment`) per world item in the encoder phase's pool
     encoder_views: int = 16
     #: augmented views per vision/audio minibatch of the encoder phase (beside ``encoder.batch`` exact ones)
@@ -124,4 +126,5 @@ def world_items(rain_seeds: int) -> tuple[list[Any], list[Any]]:
 
 def encoder_options(settings: RecipeSettings) -> dict[str, Any]:
     """The toy-encoder options every phase's configuration repeats (size and preprocessing)."""
-    return {**settings.encoder_size, "audio_loudness": settings.audio_loudness, "image_centring": settings.image_centring}
+    return {**settings.encoder_size, "audio_loudness": settings.audio_loudness, "image_centring": settings.image_centring,
+            "vision_stem": settings.vision_stem}

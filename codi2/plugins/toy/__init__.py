@@ -75,6 +75,11 @@ class ToyEncoderOptions(BaseModel):
     #: by a few pixels means the same; the recipe's choice), "none" reads it as is (models
     #: trained before the option existed)
     image_centring: Literal["none", "content"] = "none"
+    #: how the vision tower turns pixels into tokens: "patch" is ImageBind's linear 14 x 14 patch
+    #: embedding (models trained before the option existed), "conv" a small convolutional stem
+    #: (four stride-2 3 x 3 convolutions, 14 x 14 tokens; the recipe's choice: the tiny tower
+    #: trained from scratch then reads shape at any scale, docs/toy-model.md)
+    vision_stem: Literal["patch", "conv"] = "patch"
     seed: int = 0
 
 

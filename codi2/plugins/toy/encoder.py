@@ -2,9 +2,13 @@
 
 The network is the imagebind plugin's own :class:`ImageBindModel` (same towers, same input
 pipelines: 224 x 224 images, Kaldi log-mel audio, CLIP BPE text) with every tower 32 wide and
-two blocks deep (one block never learnt to tell shapes apart), projecting into a 64-d shared space. Two departures from the imagebind
-component, both for the toy world:
+two blocks deep (one block never learnt to tell shapes apart), projecting into a 64-d shared space. Departures from the imagebind
+component, all for the toy world:
 
+- ``vision_stem="conv"`` (the recipe's choice) replaces the linear patch embedding by a small
+  convolutional stem (:class:`ConvStem`): a tower trained from scratch for minutes does not
+  learn to read shape at any scale from linear patches (foreign drawings 0.85 right), with
+  local convolutions first it does (1.00; docs/toy-model.md);
 - audio is read as one 2-second clip (a world item lasts 1 s; three identical clips add nothing);
 - a video item is ``video_frames`` tokens, one still-image embedding per evenly spaced frame,
   so the order of the frames reaches the LLM (ImageBind averages its clips into one vector).
@@ -28,7 +32,12 @@ from codi2.errors import ComponentLoadError, MediaError
 from codi2.plugins.encoders.imagebind import ImageBindSize
 from codi2.plugins.encoders.imagebind import preprocess as pre
 from codi2.plugins.encoders.imagebind.encoder import ImageBindEncoder, load_weights, read_state_dict
-from codi2.plugins.encoders.imagebind.model import ImageBindModel
+from codi2.plugins.encoders.imagebind.model import (
+    IMAGE_SIZE,
+    ImageBindModel,
+    PatchPreprocessor,
+    PatchStem,
+)
 
 NAME = "toy-encoder"
 TOWERS = ("vision", "audio", "text")
@@ -63,8 +72,7 @@ class ToyEncoder(ImageBindEncoder):
     def from_options(cls, options: Any, weights_path: str) -> ToyEncoder:
         if options.random_init:
             torch.manual_seed(options.seed)
-            model = ImageBindModel(toy_size(options), TOWERS)
-            return cls(model, options, "random")
+            return cls(build_network(options), options, "random")
         path = Path(weights_path)
         if not path.is_file():
             raise ComponentLoadError(
@@ -72,15 +80,21 @@ class ToyEncoder(ImageBindEncoder):
             )
         state = {k: v.float() for k, v in read_state_dict(path).items()}
         with torch.device("meta"):
-            model = ImageBindModel(toy_size(options), TOWERS)
-        load_weights(model, state, str(path))
+            model = build_network(options)
+        try:
+            load_weights(model, state, str(path))
+        except ComponentLoadError as error:  # name the options that decide the layout
+            raise ComponentLoadError(
+                f"{error} [{NAME} options: vision_stem={options.vision_stem!r}, width={options.width}, "
+                f"blocks={options.blocks}, embed_dim={options.embed_dim}; they must be the ones it was trained with]"
+            ) from None
         stat = path.stat()
         return cls(model, options, f"{path.resolve()}@{stat.st_size}:{stat.st_mtime_ns}")
 
     @property
     def identity(self) -> str:
         weights = f"random-{id(self):x}" if self.weights == "random" else self.weights
-        return f"{NAME}(size={self.size_tag};weights={weights};video_frames={self.video_frames};audio_loudness={self.options.audio_loudness};image_centring={self.options.image_centring})"
+        return f"{NAME}(size={self.size_tag};weights={weights};video_frames={self.video_frames};audio_loudness={self.options.audio_loudness};image_centring={self.options.image_centring};vision_stem={self.options.vision_stem})"
 
     def tokens_per_item(self, modality: str) -> int:
         self.check_modality(modality)
@@ -124,6 +138,36 @@ class ToyEncoder(ImageBindEncoder):
             x = x.to(dtype=param.dtype)
         out = torch.cat([self.model.embed(tower, chunk.to(param.device)) for chunk in x.split(self.batch_size)])
         return out.float().view(len(items), tokens, self.embed_dim)
+
+
+class ConvStem(torch.nn.Module):
+    """Pixels ``[B, 3, 224, 224]`` (or ImageBind's still clips ``[B, 3, T, 224, 224]``, first
+    frame) -> ``[B, dim, 14, 14]``: four 3 x 3 convolutions of stride 2 (8, 16, 32, 32 channels,
+    GELU) and a 1 x 1 projection to the tower's width -- the "convolutional stem" of Xiao et al.
+    2021, *Early Convolutions Help Transformers See Better*, at the toy's size."""
+
+    CHANNELS = (3, 8, 16, 32, 32)
+    TOKENS = (IMAGE_SIZE // 16) ** 2
+
+    def __init__(self, dim: int):
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        for a, b in zip(self.CHANNELS, self.CHANNELS[1:]):
+            layers += [torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.GELU()]
+        self.layers = torch.nn.Sequential(*layers, torch.nn.Conv2d(self.CHANNELS[-1], dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x[:, :, 0] if x.ndim == 5 else x)
+
+
+def build_network(options: Any) -> ImageBindModel:
+    """The untrained network of a ``ToyEncoderOptions`` (its vision stem swapped if asked)."""
+    model = ImageBindModel(toy_size(options), TOWERS)
+    if options.vision_stem == "conv":
+        dim = options.width
+        model.modality_preprocessors["vision"] = PatchPreprocessor(
+            PatchStem(ConvStem(dim), torch.nn.LayerNorm(dim)), "rgbt_stem", ConvStem.TOKENS, dim)
+    return model
 
 
 def loudness_normalised(wave: np.ndarray) -> np.ndarray:
