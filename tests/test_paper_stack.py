@@ -6,6 +6,8 @@ plugin's real loading path), trains a step on all three loss terms and answers o
 an image, an audio clip and a video. The real sizes are checked on the meta device.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -75,7 +77,7 @@ def test_one_training_step_uses_all_three_terms_and_reaches_lora_and_projectors(
 
 
 def test_the_model_answers_with_an_image_an_audio_clip_and_a_video(stack):
-    model = stack
+    model = copy.deepcopy(stack)  # trained and reconfigured below: the module's other tests keep theirs
     model.set_trainable(llm="lora")
     model.config.loss = model.config.loss.model_copy(update={"feature": False, "diffusion": False})
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
