@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from codi2.errors import Codi2Error
 
-#: per example: wall seconds, and growth of the process's peak RSS over the whole run
+#: per example: wall seconds, and how far the process's resident memory peaks above where it
+#: stood when the example started
 SECONDS = 10.0
 PEAK_GROWTH = 1536 * 2**20
 
@@ -26,25 +27,53 @@ def scaled(n: int) -> int:
     return max(1, n * settings.default.max_examples // 200)
 
 
-_baseline_peak: list[int] = []
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def bounded(call: Callable[[], Any]) -> Any:
-    """Run one example: it returns, or raises a codi2 error; anything else fails the test
-    (hypothesis then shrinks it), as does taking over SECONDS or raising the peak RSS by more
-    than PEAK_GROWTH over the run's first example."""
-    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731 (KiB on Linux)
-    if not _baseline_peak:
-        _baseline_peak.append(peak())
-    start = time.monotonic()
+def _reset_peak() -> bool:
+    """Lower the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_growth(call: Callable[[], Any]) -> tuple[Any, int]:
+    """``call()``'s outcome (result or codi2 error) and how far RSS peaked above its start.
+    Measured per example, so memory that other tests used before does not count (a run-wide
+    baseline made the bound depend on test order). Without a resettable mark the growth of
+    the process's peak is used: a lower bound."""
+    resettable = _reset_peak()
+    start = _status_bytes("VmRSS") if resettable else _process_peak()
     try:
         result = call()
     except Codi2Error as exc:
         result = exc
-        assert str(exc).strip(), "a codi2 error must say what went wrong"
+    return result, (_status_bytes("VmHWM") if resettable else _process_peak()) - start
+
+
+def _process_peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def bounded(call: Callable[[], Any]) -> Any:
+    """Run one example: it returns, or raises a codi2 error; anything else fails the test
+    (hypothesis then shrinks it), as does taking over SECONDS or making the resident memory
+    peak more than PEAK_GROWTH above where it stood before the example."""
+    start = time.monotonic()
+    result, growth = _peak_growth(call)
     elapsed = time.monotonic() - start
+    if isinstance(result, Codi2Error):
+        assert str(result).strip(), "a codi2 error must say what went wrong"
     assert elapsed < SECONDS, f"took {elapsed:.1f} s"
-    assert peak() - _baseline_peak[0] < PEAK_GROWTH, f"peak RSS grew by {(peak() - _baseline_peak[0]) / 2**20:.0f} MiB"
+    assert growth < PEAK_GROWTH, f"resident memory peaked {growth / 2**20:.0f} MiB above its start"
     return result
 
 

@@ -78,3 +78,17 @@ def test_mutated_mp4(data, frames):
 @given(st.binary(max_size=512), st.sampled_from(["image", "audio", "video", "text"]))
 def test_arbitrary_bytes_as_any_modality(data, modality):
     bounded(lambda: load_media(data, modality, limits=LIMITS))
+
+
+def test_the_memory_bound_counts_each_example_alone(monkeypatch):
+    """The bound itself: an example that allocates past it fails, and memory the process used
+    before the example (other tests, in any order) does not count against it."""
+    import _fuzz
+
+    monkeypatch.setattr(_fuzz, "PEAK_GROWTH", 96 * 2**20)
+    before = np.ones(160 * 2**20 // 8)
+    before[::512] = 2.0  # touched: resident
+    del before
+    assert bounded(lambda: 7) == 7
+    with pytest.raises(AssertionError, match="peaked"):
+        bounded(lambda: np.full(160 * 2**20 // 8, 2.0).sum())
