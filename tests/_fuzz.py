@@ -3,6 +3,7 @@ runs under (a codi2 error or a result, within a time and memory budget)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import resource
 import struct
@@ -50,13 +51,15 @@ def _peak_growth(call: Callable[[], Any]) -> tuple[Any, int]:
     Measured per example, so memory that other tests used before does not count (a run-wide
     baseline made the bound depend on test order). Without a resettable mark the growth of
     the process's peak is used: a lower bound."""
-    resettable = _reset_peak()
-    start = _status_bytes("VmRSS") if resettable else _process_peak()
+    if _reset_peak():
+        start, peak = _status_bytes("VmRSS"), functools.partial(_status_bytes, "VmHWM")
+    else:
+        start, peak = _process_peak(), _process_peak
     try:
         result = call()
     except Codi2Error as exc:
         result = exc
-    return result, (_status_bytes("VmHWM") if resettable else _process_peak()) - start
+    return result, peak() - start
 
 
 def _process_peak() -> int:
